@@ -1,0 +1,204 @@
+"""Speed and peak memory of gnnagg's layers against PyG's, side by side.
+
+Each (layer, graph, implementation) runs in its own subprocess, because the
+peak memory of a process cannot be reset for torch's CPU allocator: the
+worker builds its inputs, returns freed memory to the OS, resets the
+kernel's high-water mark (``/proc/self/clear_refs``), then times
+forward+backward passes. Peak memory is the high-water mark of resident
+memory above what the inputs already held (``max_memory_allocated`` on
+CUDA). Both implementations get the same weights (PyG's ``state_dict`` is
+loaded into gnnagg's layer) and the same inputs (same seed).
+
+    python benchmarks/speed.py                 # ogbn-arxiv-scale graph
+    python benchmarks/speed.py --quick         # small graph, a minute
+    python benchmarks/speed.py --json out.json # also write the rows as JSON
+
+Reported: median forward+backward time and peak memory of each, and the
+ratios gnnagg / PyG (below 1 means gnnagg is faster / leaner).
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from typing import Callable, Dict, List, Tuple
+
+import torch
+
+GRAPHS = {
+    # ogbn-arxiv: 169,343 nodes, 1,166,243 edges, made undirected: 2.3M.
+    "arxiv": dict(num_nodes=169_343, num_edges=2_315_598),
+    "small": dict(num_nodes=20_000, num_edges=200_000),
+}
+
+
+def synthetic_graph(num_nodes: int, num_edges: int, seed: int = 0):
+    """A random directed graph with uniformly drawn endpoints."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(0, num_nodes, (2, num_edges), generator=gen)
+
+
+def _attention_case(name: str, in_channels=128, heads=4, out_channels=32):
+    def build(impl: str):
+        import torch_geometric.nn as pyg_nn
+        import gnnagg.nn as ours_nn
+        torch.manual_seed(0)
+        reference = getattr(pyg_nn, name)(in_channels, out_channels,
+                                          heads=heads)
+        if impl == "pyg":
+            return reference
+        layer = getattr(ours_nn, name)(in_channels, out_channels, heads=heads)
+        layer.load_state_dict(reference.state_dict())
+        return layer
+
+    def inputs(graph, device):
+        gen = torch.Generator().manual_seed(1)
+        num_nodes = int(graph.max()) + 1
+        x = torch.randn(num_nodes, in_channels, generator=gen)
+        return (x.to(device), graph.to(device)), {}
+
+    return build, inputs
+
+
+#: layer name -> (build(impl) -> module, inputs(edge_index, device) -> args)
+CASES: Dict[str, Tuple[Callable, Callable]] = {
+    "GATConv": _attention_case("GATConv"),
+    "GATv2Conv": _attention_case("GATv2Conv"),
+}
+
+
+def _rss_bytes(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _reset_peak(device: torch.device) -> int:
+    """Reset the peak-memory counter; return the memory in use now."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        return torch.cuda.memory_allocated()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
+    return _rss_bytes("VmRSS")
+
+
+def _peak(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated()
+    return _rss_bytes("VmHWM")
+
+
+def worker(case: str, impl: str, graph_name: str, device_name: str,
+           repeats: int) -> dict:
+    """Time and measure one implementation in this process."""
+    device = torch.device(device_name)
+    build, make_inputs = CASES[case]
+    module = build(impl).to(device)
+    args, kwargs = make_inputs(synthetic_graph(**GRAPHS[graph_name]), device)
+    with torch.no_grad():
+        grad = torch.randn_like(module(*args, **kwargs))
+    module.zero_grad(set_to_none=True)
+    baseline = _reset_peak(device)
+    times = []
+    for _ in range(repeats + 1):  # the first pass warms up
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        module(*args, **kwargs).backward(grad)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+        module.zero_grad(set_to_none=False)
+    return {"time_s": statistics.median(times[1:]),
+            "peak_bytes": _peak(device) - baseline}
+
+
+def run_isolated(case: str, impl: str, graph: str, device: str,
+                 repeats: int) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", case, impl,
+           "--graphs", graph, "--device", device, "--repeats", str(repeats)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{case}/{impl} on {graph} failed:\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def compare(cases: List[str], graphs: List[str], device: str,
+            repeats: int) -> List[dict]:
+    rows = []
+    for graph in graphs:
+        for case in cases:
+            pyg = run_isolated(case, "pyg", graph, device, repeats)
+            ours = run_isolated(case, "gnnagg", graph, device, repeats)
+            rows.append({
+                "layer": case, "graph": graph, "device": device,
+                "pyg_time_s": pyg["time_s"], "gnnagg_time_s": ours["time_s"],
+                "time_ratio": ours["time_s"] / pyg["time_s"],
+                "pyg_peak_mb": pyg["peak_bytes"] / 2**20,
+                "gnnagg_peak_mb": ours["peak_bytes"] / 2**20,
+                "memory_ratio": ours["peak_bytes"] / max(pyg["peak_bytes"], 1),
+            })
+            print(format_row(rows[-1]), flush=True)
+    return rows
+
+
+HEADER = ("| layer | graph | PyG time (s) | gnnagg time (s) | time ratio | "
+          "PyG peak (MB) | gnnagg peak (MB) | memory ratio |\n"
+          "|---|---|---|---|---|---|---|---|")
+
+
+def format_row(row: dict) -> str:
+    return (f"| {row['layer']} | {row['graph']} | {row['pyg_time_s']:.3f} | "
+            f"{row['gnnagg_time_s']:.3f} | {row['time_ratio']:.2f} | "
+            f"{row['pyg_peak_mb']:.0f} | {row['gnnagg_peak_mb']:.0f} | "
+            f"{row['memory_ratio']:.2f} |")
+
+
+def main(argv=None) -> List[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--layers", default=",".join(CASES),
+                        help="comma-separated layers (default: all)")
+    parser.add_argument("--graphs", default="arxiv",
+                        help=f"comma-separated graphs from {list(GRAPHS)}")
+    parser.add_argument("--quick", action="store_true",
+                        help="small graph, 2 repeats")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", metavar="FILE",
+                        help="write the rows as a JSON list to FILE")
+    parser.add_argument("--worker", nargs=2, metavar=("LAYER", "IMPL"),
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(*args.worker, args.graphs, args.device,
+                                args.repeats)))
+        return []
+    cases = args.layers.split(",")
+    graphs = ["small"] if args.quick else args.graphs.split(",")
+    unknown = [c for c in cases if c not in CASES] + \
+        [g for g in graphs if g not in GRAPHS]
+    if unknown:
+        parser.error(f"unknown layer or graph: {', '.join(unknown)}")
+    repeats = 2 if args.quick else args.repeats
+    print(HEADER, flush=True)
+    rows = compare(cases, graphs, args.device, repeats)
+    if args.json:
+        tmp = args.json + ".tmp"
+        with open(tmp, "w") as out:
+            json.dump(rows, out, indent=1)
+        os.replace(tmp, args.json)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""Message-passing layers on gnnagg's kernels."""
+from .gat_conv import GATConv
+from .gatv2_conv import GATv2Conv
+
+__all__ = ["GATConv", "GATv2Conv"]

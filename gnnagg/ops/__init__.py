@@ -1,0 +1,14 @@
+"""Kernels on a cached CSR view of a graph: pure functions, custom autograd
+where it saves time or memory."""
+from .backend import (get_backend, has_torch_scatter, segment_reduce,
+                      set_backend)
+from .csr import CSRGraph, build_csr, check_edge_index, csr_view
+from .dynamic_attention import gatv2_score
+from .softmax import segment_softmax
+from .spmm import weighted_aggregate
+
+__all__ = [
+    "CSRGraph", "build_csr", "check_edge_index", "csr_view",
+    "segment_reduce", "set_backend", "get_backend", "has_torch_scatter",
+    "segment_softmax", "weighted_aggregate", "gatv2_score",
+]

@@ -1,0 +1,78 @@
+r"""Per-operation choice between native torch kernels and torch-scatter.
+
+Segment reductions over a CSR view (sorted destination groups) run either
+on :func:`torch.segment_reduce` or, when the optional ``torch-scatter``
+package is installed, on ``torch_scatter.segment_csr``. The default
+``"auto"`` backend picks, per operation and device type, the kernel measured
+faster by ``benchmarks/backends.py`` (:data:`TORCH_SCATTER_FASTER` records
+those measurements); ``set_backend("torch")`` or
+``set_backend("torch_scatter")`` forces one.
+"""
+from __future__ import annotations
+
+import importlib.util
+from typing import FrozenSet, Tuple
+
+import torch
+from torch import Tensor
+
+BACKENDS = ("auto", "torch", "torch_scatter")
+REDUCTIONS = ("sum", "mean", "max", "min")
+
+#: ``(reduction, device type)`` pairs where ``segment_csr`` of torch-scatter
+#: beat ``torch.segment_reduce`` in ``benchmarks/backends.py``. On CPU none
+#: did (torch 2.13, torch-scatter 2.1.2: see the README's backend table).
+TORCH_SCATTER_FASTER: FrozenSet[Tuple[str, str]] = frozenset()
+
+_state = {"backend": "auto"}
+
+
+def has_torch_scatter() -> bool:
+    return importlib.util.find_spec("torch_scatter") is not None
+
+
+def set_backend(name: str) -> None:
+    """Select the segment-reduction backend: ``"auto"`` (default),
+    ``"torch"`` or ``"torch_scatter"``."""
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose one of {BACKENDS}")
+    if name == "torch_scatter" and not has_torch_scatter():
+        raise ValueError("backend 'torch_scatter' needs the torch-scatter "
+                         "package: pip install 'gnnagg[scatter]'")
+    _state["backend"] = name
+
+
+def get_backend() -> str:
+    return _state["backend"]
+
+
+def uses_torch_scatter(reduce: str, device: torch.device) -> bool:
+    """Whether ``reduce`` on ``device`` runs on torch-scatter."""
+    backend = _state["backend"]
+    if backend == "auto":
+        return ((reduce, device.type) in TORCH_SCATTER_FASTER
+                and has_torch_scatter())
+    return backend == "torch_scatter"
+
+
+def segment_reduce(src: Tensor, rowptr: Tensor, reduce: str) -> Tensor:
+    r"""Reduce consecutive segments of ``src`` along dim 0.
+
+    .. math::
+        \mathrm{out}_i = \bigoplus_{k=\mathrm{rowptr}_i}^{\mathrm{rowptr}_{i+1}-1}
+        \mathrm{src}_k, \qquad \oplus \in \{\sum, \mathrm{mean}, \max, \min\}
+
+    Empty segments give 0. Differentiable.
+    """
+    if reduce not in REDUCTIONS:
+        raise ValueError(f"unknown reduction {reduce!r}; choose one of "
+                         f"{REDUCTIONS}")
+    if uses_torch_scatter(reduce, src.device):
+        import torch_scatter
+        return torch_scatter.segment_csr(src, rowptr, reduce=reduce)
+    out = torch.segment_reduce(src, reduce, offsets=rowptr, axis=0,
+                               unsafe=True)
+    if reduce == "sum":
+        return out
+    nonempty = (rowptr.diff() > 0).view((-1,) + (1,) * (src.dim() - 1))
+    return torch.where(nonempty, out, out.new_zeros(()))

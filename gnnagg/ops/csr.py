@@ -1,0 +1,214 @@
+r"""A cached compressed-sparse-row (CSR) view of a graph.
+
+Every kernel in :mod:`gnnagg.ops` works on edges grouped by destination node.
+:class:`CSRGraph` holds that grouping for an ``edge_index`` of shape
+``(2, E)`` (row 0 = source :math:`j`, row 1 = destination :math:`i`):
+
+* ``rowptr`` (``num_dst + 1``): edges of destination ``i`` occupy CSR slots
+  ``rowptr[i]:rowptr[i+1]``;
+* ``col`` / ``row``: source / destination of each slot;
+* ``perm``: slot ``k`` holds edge ``perm[k]`` of the caller's order, so a
+  per-edge tensor ``t`` is brought into CSR order by ``t[perm]``;
+* the transpose (slots grouped by source), built lazily for backward passes.
+
+:func:`csr_view` builds the view once per ``edge_index`` tensor and caches it
+on that tensor, so every layer of a multi-layer model reuses it. A cached view
+is rebuilt when the tensor is modified in place.
+"""
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+_CACHE_ATTR = "_gnnagg_csr_cache"
+
+
+class CSRGraph:
+    r"""Edges grouped by destination, with the permutation back to the
+    caller's edge order.
+
+    When built with ``self_loops=True``, the caller's order is that of
+    PyG's ``add_self_loops(remove_self_loops(edge_index))``: the edges that
+    are not self-loops, in their order (``kept_edges`` indexes them), then
+    one loop ``(i, i)`` for each ``i < min(num_src, num_dst)``.
+    """
+
+    def __init__(self, rowptr: Tensor, col: Tensor, perm: Tensor,
+                 num_src: int, num_dst: int,
+                 kept_edges: Optional[Tensor] = None,
+                 num_loops: int = 0,
+                 num_input_edges: Optional[int] = None) -> None:
+        self.rowptr = rowptr
+        self.col = col
+        self.perm = perm
+        self.num_src = num_src
+        self.num_dst = num_dst
+        self.kept_edges = kept_edges
+        self.num_loops = num_loops
+        #: number of edges of the ``edge_index`` the view was built from
+        self.num_input_edges = (col.numel() if num_input_edges is None
+                                else num_input_edges)
+
+    @property
+    def num_edges(self) -> int:
+        return self.col.numel()
+
+    @cached_property
+    def degree(self) -> Tensor:
+        """In-degree of every destination node."""
+        return self.rowptr.diff()
+
+    @cached_property
+    def row(self) -> Tensor:
+        """Destination node of every CSR slot."""
+        return torch.repeat_interleave(
+            torch.arange(self.num_dst, device=self.col.device), self.degree,
+            output_size=self.num_edges)
+
+    @cached_property
+    def max_degree(self) -> int:
+        return int(self.degree.max()) if self.num_dst > 0 else 0
+
+    @cached_property
+    def transpose(self) -> Tuple[Tensor, Tensor, Tensor]:
+        r"""``(rowptr_t, col_t, slot_t)``: slots grouped by source node;
+        ``col_t`` is the destination and ``slot_t`` the CSR slot of each."""
+        slot_t = torch.argsort(self.col, stable=True)
+        counts = torch.bincount(self.col, minlength=self.num_src)
+        rowptr_t = _rowptr_from_counts(counts)
+        return rowptr_t, self.row[slot_t], slot_t
+
+    def edge_index(self) -> Tensor:
+        """The ``(2, E)`` edge index in the caller's order (loops included)."""
+        out = torch.empty(2, self.num_edges, dtype=torch.long,
+                          device=self.col.device)
+        out[0, self.perm] = self.col
+        out[1, self.perm] = self.row
+        return out
+
+    def to_csr_order(self, edge_values: Tensor) -> Tensor:
+        """Reorder a per-edge tensor from the caller's order to CSR order."""
+        return edge_values.index_select(0, self.perm)
+
+    def to_edge_order(self, csr_values: Tensor) -> Tensor:
+        """Reorder a per-edge tensor from CSR order to the caller's order."""
+        out = torch.empty_like(csr_values)
+        out[self.perm] = csr_values
+        return out
+
+    def add_loop_features(self, edge_attr: Tensor, fill_value) -> Tensor:
+        r"""Edge features in the caller's order of a self-loop view: those of
+        the kept edges, then one row per loop given by ``fill_value`` (a
+        number, a tensor, or a reduction ``'add' | 'mean' | 'min' | 'max' |
+        'mul'`` of the features of the edges entering that node)."""
+        if self.kept_edges is None:
+            return edge_attr
+        kept = edge_attr.index_select(0, self.kept_edges)
+        loop_shape = (self.num_loops,) + tuple(edge_attr.shape[1:])
+        if isinstance(fill_value, str):
+            reduce = {"add": "sum", "sum": "sum", "mean": "mean",
+                      "min": "amin", "max": "amax", "mul": "prod"}.get(
+                          fill_value)
+            if reduce is None:
+                raise ValueError(f"unknown fill_value {fill_value!r}; use a "
+                                 "number, a tensor or one of 'add', 'mean', "
+                                 "'min', 'max', 'mul'")
+            is_loop_slot = self.perm >= kept.size(0)
+            dst = self.row[~is_loop_slot]
+            index = dst.view((-1,) + (1,) * (kept.dim() - 1)).expand_as(kept)
+            src = kept.index_select(0, self.perm[~is_loop_slot])
+            empty = 1.0 if reduce == "prod" else 0.0  # as PyG's scatter
+            loops = kept.new_full((self.num_dst,) + loop_shape[1:], empty)
+            loops = loops.scatter_reduce(0, index, src, reduce,
+                                         include_self=False)
+            loops = loops[:self.num_loops]
+        elif isinstance(fill_value, Tensor):
+            value = fill_value.to(edge_attr.device, edge_attr.dtype)
+            loops = value.expand(loop_shape).contiguous()
+        else:
+            loops = edge_attr.new_full(loop_shape, float(fill_value))
+        return torch.cat([kept, loops], dim=0)
+
+
+def _rowptr_from_counts(counts: Tensor) -> Tensor:
+    rowptr = counts.new_zeros(counts.numel() + 1)
+    torch.cumsum(counts, 0, out=rowptr[1:])
+    return rowptr
+
+
+def check_edge_index(edge_index: Tensor, num_src: int, num_dst: int) -> None:
+    """Raise ``ValueError`` unless ``edge_index`` is a ``(2, E)`` integer
+    tensor whose sources are in ``[0, num_src)`` and destinations in
+    ``[0, num_dst)``."""
+    if not isinstance(edge_index, Tensor):
+        raise TypeError("edge_index must be a torch.Tensor, got "
+                        f"{type(edge_index).__name__}")
+    if edge_index.dtype not in (torch.long, torch.int32):
+        raise ValueError("edge_index must hold integers (torch.long), got "
+                         f"dtype {edge_index.dtype}")
+    if edge_index.dim() != 2 or edge_index.size(0) != 2:
+        raise ValueError("edge_index must have shape (2, num_edges), got "
+                         f"{tuple(edge_index.shape)}")
+    if edge_index.numel() == 0:
+        return
+    lo = edge_index.amin(dim=1).tolist()
+    hi = edge_index.amax(dim=1).tolist()
+    if min(lo) < 0:
+        raise ValueError(f"edge_index holds a negative node index ({min(lo)})")
+    if hi[0] >= num_src:
+        raise ValueError(f"edge_index refers to source node {hi[0]}, but "
+                         f"only {num_src} source nodes exist")
+    if hi[1] >= num_dst:
+        raise ValueError(f"edge_index refers to destination node {hi[1]}, "
+                         f"but only {num_dst} destination nodes exist")
+
+
+def build_csr(edge_index: Tensor, num_src: int, num_dst: int,
+              self_loops: bool = False) -> CSRGraph:
+    """Build (without caching) the CSR view of a checked ``edge_index``."""
+    check_edge_index(edge_index, num_src, num_dst)
+    src, dst = edge_index[0].long(), edge_index[1].long()
+    num_input_edges = src.numel()
+    kept_edges, num_loops = None, 0
+    if self_loops:
+        kept_edges = (src != dst).nonzero().view(-1)
+        num_loops = min(num_src, num_dst)
+        loop = torch.arange(num_loops, device=src.device)
+        src = torch.cat([src[kept_edges], loop])
+        dst = torch.cat([dst[kept_edges], loop])
+    perm = torch.argsort(dst, stable=True)
+    counts = torch.bincount(dst, minlength=num_dst)
+    return CSRGraph(_rowptr_from_counts(counts), src[perm], perm, num_src,
+                    num_dst, kept_edges, num_loops, num_input_edges)
+
+
+def csr_view(edge_index: Tensor, num_src: int, num_dst: Optional[int] = None,
+             self_loops: bool = False) -> CSRGraph:
+    r"""The CSR view of ``edge_index``, cached on the tensor itself.
+
+    Args:
+        edge_index: ``(2, E)`` source/destination indices.
+        num_src, num_dst: numbers of source and destination nodes
+            (``num_dst`` defaults to ``num_src``).
+        self_loops: drop existing self-loops and add one per node, as PyG's
+            attention layers do.
+    """
+    num_dst = num_src if num_dst is None else num_dst
+    key = (int(num_src), int(num_dst), bool(self_loops), edge_index.device)
+    cache = getattr(edge_index, _CACHE_ATTR, None)
+    if cache is not None:
+        version, csr = cache.get(key, (None, None))
+        if csr is not None and version == edge_index._version:
+            return csr
+    csr = build_csr(edge_index, num_src, num_dst, self_loops)
+    if cache is None:
+        cache = {}
+        try:
+            setattr(edge_index, _CACHE_ATTR, cache)
+        except (AttributeError, RuntimeError):  # tensors that take no attrs
+            return csr
+    cache[key] = (edge_index._version, csr)
+    return csr

@@ -1,0 +1,32 @@
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("OUTDATED_IGNORE", "1")
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(12345)
+
+
+def random_graph(num_src, num_edges, num_dst=None, seed=0):
+    """Random edges (duplicates and self-loops included)."""
+    gen = torch.Generator().manual_seed(seed)
+    num_dst = num_src if num_dst is None else num_dst
+    return torch.stack([torch.randint(0, num_src, (num_edges,), generator=gen),
+                        torch.randint(0, num_dst, (num_edges,), generator=gen)])
+
+
+def skewed_graph(num_nodes, seed=0):
+    """Node 0 a hub with every node as neighbour, a few isolated nodes, a
+    chain elsewhere, and duplicated edges."""
+    hub = torch.stack([torch.arange(num_nodes), torch.zeros(num_nodes,
+                                                            dtype=torch.long)])
+    chain = torch.stack([torch.arange(1, num_nodes - 3),
+                         torch.arange(2, num_nodes - 2)])
+    dup = torch.tensor([[3, 3, 4], [5, 5, 5]])
+    edge_index = torch.cat([hub, chain, dup], dim=1)
+    gen = torch.Generator().manual_seed(seed)
+    return edge_index[:, torch.randperm(edge_index.size(1), generator=gen)]

@@ -1,0 +1,213 @@
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+from torch_geometric.utils import softmax as pyg_softmax
+
+from gnnagg.ops import (build_csr, csr_view, gatv2_score, segment_reduce,
+                        segment_softmax, set_backend, weighted_aggregate)
+from gnnagg.ops.backend import get_backend, has_torch_scatter
+
+from conftest import random_graph, skewed_graph
+
+
+def test_csr_view_groups_edges_by_destination():
+    edge_index = skewed_graph(12)
+    csr = csr_view(edge_index, 12)
+    assert torch.equal(csr.rowptr[-1], torch.tensor(edge_index.size(1)))
+    assert torch.equal(csr.degree, torch.bincount(edge_index[1], minlength=12))
+    assert torch.equal(csr.row, edge_index[1][csr.perm])
+    assert torch.equal(csr.col, edge_index[0][csr.perm])
+    assert bool((csr.row.diff() >= 0).all())
+    assert torch.equal(csr.edge_index(), edge_index)
+    values = torch.randn(edge_index.size(1), 3)
+    assert torch.equal(csr.to_edge_order(csr.to_csr_order(values)), values)
+
+
+def test_csr_transpose_groups_by_source():
+    edge_index = skewed_graph(12)
+    csr = csr_view(edge_index, 12)
+    rowptr_t, col_t, slot_t = csr.transpose
+    assert torch.equal(rowptr_t.diff(), torch.bincount(edge_index[0],
+                                                       minlength=12))
+    assert torch.equal(csr.col[slot_t], torch.sort(edge_index[0]).values)
+    assert torch.equal(col_t, csr.row[slot_t])
+
+
+def test_csr_view_is_cached_and_rebuilt_after_inplace_change():
+    edge_index = random_graph(10, 30)
+    first = csr_view(edge_index, 10)
+    assert csr_view(edge_index, 10) is first
+    assert csr_view(edge_index, 10, self_loops=True) is not first
+    edge_index[0, 0] = (edge_index[0, 0] + 1) % 10
+    rebuilt = csr_view(edge_index, 10)
+    assert rebuilt is not first
+    assert torch.equal(rebuilt.edge_index(), edge_index)
+
+
+def test_self_loop_view_matches_pyg_order():
+    from torch_geometric.utils import add_self_loops, remove_self_loops
+    edge_index = torch.tensor([[0, 1, 1, 2, 2], [1, 1, 0, 2, 0]])
+    expected, _ = add_self_loops(remove_self_loops(edge_index)[0],
+                                 num_nodes=4)
+    assert torch.equal(build_csr(edge_index, 4, 4, True).edge_index(),
+                       expected)
+
+
+@pytest.mark.parametrize("fill", ["mean", "add", "min", "max", "mul", 2.5])
+def test_loop_features_match_pyg(fill):
+    from torch_geometric.utils import add_self_loops, remove_self_loops
+    edge_index = skewed_graph(9)
+    edge_attr = torch.randn(edge_index.size(1), 3)
+    ei, ea = remove_self_loops(edge_index, edge_attr)
+    _, expected = add_self_loops(ei, ea, fill_value=fill, num_nodes=9)
+    csr = build_csr(edge_index, 9, 9, True)
+    torch.testing.assert_close(csr.add_loop_features(edge_attr, fill),
+                               expected)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (torch.tensor([[0, 5], [1, 2]]), "source node 5"),
+    (torch.tensor([[0, 1], [1, 9]]), "destination node 9"),
+    (torch.tensor([[0, -1], [1, 2]]), "negative"),
+    (torch.tensor([[0.0, 1.0], [1.0, 2.0]]), "integers"),
+    (torch.tensor([0, 1, 2]), "shape"),
+    (torch.zeros(3, 2, dtype=torch.long), "shape"),
+])
+def test_bad_edge_index_is_a_clear_value_error(bad, message):
+    with pytest.raises(ValueError, match=message):
+        csr_view(bad, 5)
+
+
+@pytest.mark.parametrize("reduce", ["sum", "mean", "max", "min"])
+def test_segment_reduce_matches_scatter_and_zero_fills(reduce):
+    edge_index = skewed_graph(10)
+    csr = csr_view(edge_index, 10)
+    src = torch.randn(csr.num_edges, 4)
+    expected = torch.zeros(10, 4).scatter_reduce(
+        0, csr.row.view(-1, 1).expand(-1, 4), src,
+        {"sum": "sum", "mean": "mean", "max": "amax", "min": "amin"}[reduce],
+        include_self=False)
+    torch.testing.assert_close(segment_reduce(src, csr.rowptr, reduce),
+                               expected)
+
+
+def test_backend_switch_validates_names():
+    with pytest.raises(ValueError, match="unknown backend"):
+        set_backend("cupy")
+    if not has_torch_scatter():
+        with pytest.raises(ValueError, match="torch-scatter"):
+            set_backend("torch_scatter")
+    set_backend("torch")
+    assert get_backend() == "torch"
+    set_backend("auto")
+
+
+@pytest.mark.skipif(not has_torch_scatter(), reason="torch-scatter optional")
+@pytest.mark.parametrize("reduce", ["sum", "mean", "max", "min"])
+def test_torch_scatter_backend_agrees(reduce):
+    csr = csr_view(skewed_graph(10), 10)
+    src = torch.randn(csr.num_edges, 4)
+    native = segment_reduce(src, csr.rowptr, reduce)
+    set_backend("torch_scatter")
+    try:
+        torch.testing.assert_close(segment_reduce(src, csr.rowptr, reduce),
+                                   native)
+    finally:
+        set_backend("auto")
+
+
+def test_segment_softmax_matches_pyg_and_is_stable():
+    edge_index = skewed_graph(15)
+    csr = csr_view(edge_index, 15)
+    logits = torch.randn(csr.num_edges, 3) * 1e4  # huge logits
+    out = segment_softmax(logits, csr)
+    assert torch.isfinite(out).all()
+    expected = pyg_softmax(logits.double(), csr.row, num_nodes=15).float()
+    torch.testing.assert_close(out, expected)
+    sums = torch.zeros(15, 3).index_add_(0, csr.row, out)
+    has_edges = csr.degree > 0
+    torch.testing.assert_close(sums[has_edges], torch.ones(int(has_edges.sum()), 3))
+
+
+def test_gradcheck_segment_softmax():
+    csr = csr_view(skewed_graph(8), 8)
+    logits = torch.randn(csr.num_edges, 2, dtype=torch.double,
+                         requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: segment_softmax(t, csr),
+                                    (logits,))
+
+
+def test_weighted_aggregate_matches_gather_scatter():
+    edge_index = random_graph(20, 80, num_dst=7)
+    csr = csr_view(edge_index, 20, 7)
+    alpha = torch.rand(csr.num_edges, 3, requires_grad=True)
+    x = torch.randn(20, 3, 5, requires_grad=True)
+    out = weighted_aggregate(alpha, x, csr)
+    expected = torch.zeros(7, 3, 5).index_add(
+        0, csr.row, alpha.unsqueeze(-1) * x[csr.col])
+    torch.testing.assert_close(out, expected)
+    grad = torch.randn_like(out)
+    got = torch.autograd.grad(out, (alpha, x), grad)
+    want = torch.autograd.grad(expected, (alpha, x), grad)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
+
+
+def test_gradcheck_weighted_aggregate_bipartite():
+    csr = csr_view(random_graph(6, 15, num_dst=4), 6, 4)
+    alpha = torch.rand(csr.num_edges, 2, dtype=torch.double,
+                       requires_grad=True)
+    x = torch.randn(6, 2, 3, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda a, v: weighted_aggregate(a, v, csr), (alpha, x))
+
+
+def _gatv2_reference(x_src, x_dst, att, csr, slope, edge_attr, weight):
+    s = x_src[csr.col] + x_dst[csr.row]
+    if edge_attr is not None:
+        s = s + (edge_attr @ weight.t()).view_as(s)
+    return (torch.nn.functional.leaky_relu(s, slope) * att).sum(-1)
+
+
+@pytest.mark.parametrize("with_edges", [False, True])
+def test_gatv2_score_matches_dense_and_gradcheck(monkeypatch, with_edges):
+    import gnnagg.ops.dynamic_attention as module
+    monkeypatch.setattr(module, "CHUNK_ELEMENTS", 7)  # many ragged chunks
+    csr = csr_view(skewed_graph(9), 9)
+    dt = dict(dtype=torch.double, requires_grad=True)
+    x_src = torch.randn(9, 2, 3, **dt)
+    x_dst = torch.randn(9, 2, 3, **dt)
+    att = torch.randn(2, 3, **dt)
+    edge_attr = torch.randn(csr.num_edges, 4, **dt) if with_edges else None
+    weight = torch.randn(6, 4, **dt) if with_edges else None
+    args = (x_src, x_dst, att, edge_attr, weight)
+    inputs = tuple(a for a in args if a is not None)
+
+    def ours(*inp):
+        full = list(inp) + [None] * (5 - len(inp))
+        return gatv2_score(full[0], full[1], full[2], csr, 0.2, full[3],
+                           full[4])
+
+    expected = _gatv2_reference(x_src, x_dst, att, csr, 0.2, edge_attr, weight)
+    torch.testing.assert_close(ours(*inputs), expected)
+    assert torch.autograd.gradcheck(ours, inputs)
+
+
+@settings(max_examples=25, deadline=None)
+@given(num_nodes=st.integers(1, 12), num_edges=st.integers(0, 40),
+       seed=st.integers(0, 10_000))
+def test_aggregation_is_invariant_to_edge_order(num_nodes, num_edges, seed):
+    edge_index = random_graph(num_nodes, num_edges, seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    scores = torch.randn(num_edges, 2, generator=gen)
+    x = torch.randn(num_nodes, 2, 3, generator=gen)
+    shuffle = torch.randperm(num_edges, generator=gen)
+
+    def aggregate(ei, sc):
+        csr = csr_view(ei, num_nodes)
+        alpha = segment_softmax(csr.to_csr_order(sc), csr)
+        return weighted_aggregate(alpha, x, csr)
+
+    torch.testing.assert_close(aggregate(edge_index, scores),
+                               aggregate(edge_index[:, shuffle],
+                                         scores[shuffle]))

@@ -5,7 +5,7 @@ from torch_geometric.utils import softmax as pyg_softmax
 
 from gnnagg.ops import (build_csr, csr_view, gatv2_score, segment_reduce,
                         segment_softmax, set_backend, weighted_aggregate)
-from gnnagg.ops.backend import get_backend, has_torch_scatter
+from gnnagg.ops.backend import get_backend, has_torch_scatter, uses_torch_scatter
 
 from conftest import random_graph, skewed_graph
 
@@ -99,7 +99,11 @@ def test_backend_switch_validates_names():
             set_backend("torch_scatter")
     set_backend("torch")
     assert get_backend() == "torch"
+    assert not uses_torch_scatter("mean", torch.device("cpu"))
     set_backend("auto")
+    # auto takes torch-scatter only where measured faster, and if installed
+    assert uses_torch_scatter("mean", torch.device("cpu")) == has_torch_scatter()
+    assert not uses_torch_scatter("max", torch.device("cpu"))
 
 
 @pytest.mark.skipif(not has_torch_scatter(), reason="torch-scatter optional")

@@ -1,0 +1,1 @@
+"""Runners and data preparation for gnnagg's benchmarks."""

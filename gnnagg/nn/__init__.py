@@ -1,4 +1,5 @@
 """Layers (:mod:`gnnagg.nn.conv`) and aggregators (:mod:`gnnagg.nn.aggr`)."""
-from .conv import GATConv, GATv2Conv
+from . import aggr
+from .conv import GATConv, GATv2Conv, PNAConv
 
-__all__ = ["GATConv", "GATv2Conv"]
+__all__ = ["aggr", "GATConv", "GATv2Conv", "PNAConv"]

@@ -212,3 +212,27 @@ def csr_view(edge_index: Tensor, num_src: int, num_dst: Optional[int] = None,
             return csr
     cache[key] = (edge_index._version, csr)
     return csr
+
+
+def csr_from_index(index: Optional[Tensor], num_segments: int,
+                   ptr: Optional[Tensor] = None) -> CSRGraph:
+    """The grouping of messages by their destination ``index`` as a CSR view
+    whose "sources" are the messages themselves (``col = perm``). With a
+    ``ptr`` the messages are already grouped and nothing is sorted."""
+    if ptr is not None:
+        ids = torch.arange(int(ptr[-1]), device=ptr.device)
+        return CSRGraph(ptr, ids, ids, ids.numel(), ptr.numel() - 1)
+    if index is None:
+        raise ValueError("an aggregation needs the destination index of "
+                         "every message (or a ptr of sorted segments)")
+    if index.dim() != 1 or index.dtype not in (torch.long, torch.int32):
+        raise ValueError("index must be a 1-D integer tensor, got shape "
+                         f"{tuple(index.shape)} and dtype {index.dtype}")
+    if index.numel() and (int(index.min()) < 0 or
+                          int(index.max()) >= num_segments):
+        raise ValueError(f"index holds values outside [0, {num_segments})")
+    index = index.long()
+    perm = torch.argsort(index, stable=True)
+    counts = torch.bincount(index, minlength=num_segments)
+    return CSRGraph(_rowptr_from_counts(counts), perm, perm, index.numel(),
+                    num_segments)

@@ -1,5 +1,6 @@
 """Message-passing layers on gnnagg's kernels."""
 from .gat_conv import GATConv
 from .gatv2_conv import GATv2Conv
+from .pna_conv import PNAConv
 
-__all__ = ["GATConv", "GATv2Conv"]
+__all__ = ["GATConv", "GATv2Conv", "PNAConv"]

@@ -1,0 +1,18 @@
+"""Aggregations usable as ``aggr=`` of any PyG ``MessagePassing``, running on
+gnnagg's segment kernels."""
+from .base import SegmentAggregation
+from .basic import (MaxAggregation, MeanAggregation, MinAggregation,
+                    StatAggregation, StdAggregation, SumAggregation,
+                    VarAggregation)
+from .multi import MultiAggregation, resolve_aggregation
+from .power_mean import PowerMeanAggregation
+from .scaler import DegreeScalerAggregation, degree_histogram
+from .softmax import SoftmaxAggregation
+
+__all__ = [
+    "SegmentAggregation", "StatAggregation", "SumAggregation",
+    "MeanAggregation", "MinAggregation", "MaxAggregation", "VarAggregation",
+    "StdAggregation", "SoftmaxAggregation", "PowerMeanAggregation",
+    "MultiAggregation", "DegreeScalerAggregation", "degree_histogram",
+    "resolve_aggregation",
+]

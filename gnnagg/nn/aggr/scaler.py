@@ -1,0 +1,120 @@
+r"""PNA's degree scalers (Corso et al., 2020)."""
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, List, Optional, Union
+
+import torch
+from torch import Tensor
+from torch_geometric.nn.aggr import Aggregation
+
+from ...ops import CSRGraph
+from .base import SegmentAggregation
+from .multi import MultiAggregation, resolve_aggregation
+
+SCALERS = ("identity", "amplification", "attenuation", "linear",
+           "inverse_linear")
+
+
+def degree_histogram(graphs: Iterable) -> Tensor:
+    r"""``hist[d]`` = number of nodes with in-degree ``d`` over ``graphs``
+    (a PyG dataset, a list of ``Data`` or a ``DataLoader`` of batches), as
+    :class:`DegreeScalerAggregation` and :class:`gnnagg.nn.PNAConv` take."""
+    hist = torch.zeros(1, dtype=torch.long)
+    for data in graphs:
+        deg = torch.bincount(data.edge_index[1].cpu(),
+                             minlength=data.num_nodes)
+        counts = torch.bincount(deg)
+        if counts.numel() > hist.numel():
+            hist = torch.cat([hist, hist.new_zeros(counts.numel() -
+                                                   hist.numel())])
+        hist[:counts.numel()] += counts
+    return hist
+
+
+class DegreeScalerAggregation(SegmentAggregation):
+    r"""Aggregations multiplied by degree scalers, concatenated:
+
+    .. math::
+        \mathbf{out}_i = \big\Vert_{s \in S} s(d_i) \cdot
+        \mathrm{aggr}(\mathcal{X}_i)
+
+    with :math:`s(d) = 1` (identity), :math:`\log(d+1)/\delta`
+    (amplification), :math:`\delta/\log(d+1)` (attenuation),
+    :math:`d/\bar d` (linear) and :math:`\bar d/d` (inverse_linear), where
+    :math:`\delta` and :math:`\bar d` are the mean of :math:`\log(d+1)` and of
+    :math:`d` over the training degree histogram ``deg``. Degrees below 1
+    are clamped to 1 where they divide. Parameter and buffer names follow
+    PyG's ``DegreeScalerAggregation``.
+
+    Args:
+        aggr: one aggregation (name or module) or a list of them.
+        scaler: one scaler name or a list.
+        deg: degree histogram (:func:`degree_histogram`).
+        train_norm: learn :math:`\delta` and :math:`\bar d`.
+    """
+
+    def __init__(self, aggr: Union[str, List[str], Aggregation],
+                 scaler: Union[str, List[str]], deg: Tensor,
+                 train_norm: bool = False,
+                 aggr_kwargs: Optional[List[Dict[str, Any]]] = None):
+        super().__init__()
+        if isinstance(aggr, (list, tuple)):
+            self.aggr = MultiAggregation(list(aggr), aggr_kwargs)
+        else:
+            self.aggr = resolve_aggregation(aggr, **(aggr_kwargs or [{}])[0])
+        self.scaler = [scaler] if isinstance(scaler, str) else list(scaler)
+        unknown = [s for s in self.scaler if s not in SCALERS]
+        if unknown:
+            raise ValueError(f"unknown scaler(s) {unknown}; choose from "
+                             f"{SCALERS}")
+        deg = torch.as_tensor(deg).to(torch.float)
+        if deg.dim() != 1 or deg.sum() <= 0 or bool((deg < 0).any()):
+            raise ValueError("deg must be a non-empty histogram of node "
+                             "in-degrees (deg[d] = number of nodes of degree "
+                             "d); compute it with degree_histogram()")
+        num_nodes = float(deg.sum())
+        bins = torch.arange(deg.numel(), dtype=torch.float)
+        self.init_avg_deg_lin = float((bins * deg).sum()) / num_nodes
+        self.init_avg_deg_log = float(((bins + 1).log() * deg).sum()) / \
+            num_nodes
+        if train_norm:
+            self.avg_deg_lin = torch.nn.Parameter(torch.empty(1))
+            self.avg_deg_log = torch.nn.Parameter(torch.empty(1))
+        else:
+            self.register_buffer("avg_deg_lin", torch.empty(1))
+            self.register_buffer("avg_deg_log", torch.empty(1))
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        self.avg_deg_lin.data.fill_(self.init_avg_deg_lin)
+        self.avg_deg_log.data.fill_(self.init_avg_deg_log)
+        self.aggr.reset_parameters()
+
+    def scale(self, out: Tensor, degree: Tensor) -> Tensor:
+        """Apply every scaler to aggregated ``out`` (dim 0 = nodes of
+        in-degree ``degree``) and concatenate along the last dim."""
+        deg = degree.to(out.dtype).view((-1,) + (1,) * (out.dim() - 1))
+        log_deg = torch.log(deg.clamp(min=1) + 1)
+        factors = {
+            "identity": None,
+            "amplification": torch.log(deg + 1) / self.avg_deg_log,
+            "attenuation": self.avg_deg_log / log_deg,
+            "linear": deg / self.avg_deg_lin,
+            "inverse_linear": self.avg_deg_lin / deg.clamp(min=1),
+        }
+        outs = [out if factors[s] is None else out * factors[s]
+                for s in self.scaler]
+        return torch.cat(outs, dim=-1) if len(outs) > 1 else outs[0]
+
+    def forward(self, x: Tensor, index: Optional[Tensor] = None,
+                ptr: Optional[Tensor] = None, dim_size: Optional[int] = None,
+                dim: int = -2) -> Tensor:
+        if isinstance(self.aggr, SegmentAggregation):
+            return super().forward(x, index, ptr, dim_size, dim)
+        out = self.aggr(x, index, ptr, dim_size, dim).movedim(dim, 0)
+        degree = (ptr.diff() if ptr is not None else
+                  torch.bincount(index, minlength=dim_size))
+        return self.scale(out, degree).movedim(0, dim)
+
+    def reduce_segments(self, x: Tensor, csr: CSRGraph) -> Tensor:
+        return self.scale(self.aggr.reduce_segments(x, csr), csr.degree)

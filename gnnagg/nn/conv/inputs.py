@@ -1,0 +1,51 @@
+"""Input handling shared by gnnagg's layers: the edge-index forms PyG
+accepts, and feature checks with clear errors."""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+from torch_geometric import EdgeIndex
+
+from ...debug import check_finite
+
+_EDGE_INDEX_ATTR = "_gnnagg_edge_index"
+
+
+def as_edge_index(edge_index) -> Tuple[Tensor, Optional[Tuple[int, int]]]:
+    """``(edge_index, (num_src, num_dst) or None)`` for a ``(2, E)`` tensor,
+    an :class:`EdgeIndex`, or a transposed torch.sparse adjacency (rows =
+    destinations), as PyG's layers accept."""
+    if isinstance(edge_index, EdgeIndex):
+        return edge_index.as_tensor(), edge_index.sparse_size()
+    if not isinstance(edge_index, Tensor):
+        raise TypeError("edge_index must be a LongTensor of shape (2, E), an "
+                        "EdgeIndex or a torch.sparse adjacency, got "
+                        f"{type(edge_index).__name__}")
+    if edge_index.layout == torch.strided:
+        return edge_index, None
+    cached = getattr(edge_index, _EDGE_INDEX_ATTR, None)
+    if cached is None:
+        coo = edge_index.to_sparse_coo().coalesce()
+        dst, src = coo.indices()
+        cached = torch.stack([src, dst])
+        setattr(edge_index, _EDGE_INDEX_ATTR, cached)
+    return cached, (edge_index.size(1), edge_index.size(0))
+
+
+def check_features(name: str, x: Tensor, channels: int) -> None:
+    """``ValueError`` unless ``x`` is a float ``(N, channels)`` matrix."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got "
+                        f"{type(x).__name__}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got "
+                         f"dtype {x.dtype}")
+    if x.dim() != 2:
+        raise ValueError(f"{name} must have shape (num_nodes, {channels}), "
+                         f"got {tuple(x.shape)}")
+    if x.size(1) != channels:
+        raise ValueError(f"{name} has {x.size(1)} features per node, but the "
+                         f"layer was built for {channels}")
+    check_finite(name, x)

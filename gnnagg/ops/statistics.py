@@ -1,0 +1,122 @@
+r"""Several statistics of every neighbourhood from shared, fused reductions.
+
+For the :math:`d_i` values :math:`\mathcal{X}_i` of node :math:`i`:
+
+.. math::
+    \mathrm{mean}_i = \tfrac{1}{d_i}\sum_{x \in \mathcal{X}_i} x, \quad
+    \mathrm{var}_i = \max\big(0, \tfrac{1}{d_i}\sum x^2 -
+    \mathrm{mean}_i^2\big), \quad
+    \mathrm{std}_i = \sqrt{\mathrm{var}_i}\ \text{(0 where var} \le
+    \epsilon\text{)}
+
+All first and second moments come from one sum over :math:`[x, x^2]`, and
+min and max together from one max over :math:`[x, -x]`: ``mean, min, max,
+std`` cost two reductions instead of one or two each. Empty neighbourhoods
+give 0 for every statistic.
+
+* :func:`segment_stats` reduces per-edge values already in CSR order.
+* :func:`neighbour_stats` reduces node values over each node's in-neighbours
+  with sparse-matrix reductions (``torch.sparse.mm(A, x, reduce)``), never
+  forming the ``E x F`` gathered tensor.
+* :func:`shift_stats` turns statistics of :math:`\{z\}` into those of
+  :math:`\{s_i + z\}` for a per-node shift :math:`s_i`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Dict, Iterable, List
+
+import torch
+from torch import Tensor
+
+from .backend import segment_reduce
+from .csr import CSRGraph
+
+STATISTICS = ("sum", "mean", "min", "max", "var", "std")
+
+#: Variances at or below this are treated as zero by ``std`` (as PyG's
+#: ``StdAggregation``), which keeps its gradient finite at zero variance.
+STD_EPS = 1e-5
+
+_SPARSE_REDUCE = {"sum": "sum", "max": "amax", "min": "amin"}
+
+
+def _check(stats: Iterable[str]) -> List[str]:
+    stats = list(dict.fromkeys(stats))
+    unknown = [s for s in stats if s not in STATISTICS]
+    if unknown:
+        raise ValueError(f"unknown statistic(s) {unknown}; choose from "
+                         f"{STATISTICS}")
+    return stats
+
+
+def _stats(reduce: Callable[[Tensor, str], Tensor], x: Tensor,
+           degree: Tensor, stats: List[str]) -> Dict[str, Tensor]:
+    """Combine ``reduce(values, "sum" | "max" | "min")`` into ``stats``."""
+    out: Dict[str, Tensor] = {}
+    width = x.size(-1)
+    needs_square = any(s in ("var", "std") for s in stats)
+    if needs_square or any(s in ("sum", "mean") for s in stats):
+        sums = reduce(torch.cat([x, x * x], -1) if needs_square else x, "sum")
+        count = degree.clamp(min=1).to(x.dtype).view(
+            (-1,) + (1,) * (x.dim() - 1))
+        out["sum"] = sums[..., :width]
+        out["mean"] = out["sum"] / count
+        if needs_square:
+            mean_sq = sums[..., width:] / count
+            out["var"] = (mean_sq - out["mean"] ** 2).clamp(min=0)
+            std = out["var"].clamp(min=STD_EPS).sqrt()
+            out["std"] = std.masked_fill(std <= math.sqrt(STD_EPS), 0.0)
+    if "min" in stats and "max" in stats:
+        both = reduce(torch.cat([x, -x], dim=-1), "max")
+        out["max"], out["min"] = both[..., :width], -both[..., width:]
+    elif "max" in stats:
+        out["max"] = reduce(x, "max")
+    elif "min" in stats:
+        out["min"] = reduce(x, "min")
+    return {s: out[s] for s in stats}
+
+
+def segment_stats(x: Tensor, rowptr: Tensor,
+                  stats: Iterable[str]) -> Dict[str, Tensor]:
+    """The requested ``stats`` (from :data:`STATISTICS`) of the segments
+    ``x[rowptr[i]:rowptr[i+1]]``, each ``(len(rowptr) - 1, *x.shape[1:])``."""
+    return _stats(lambda t, how: segment_reduce(t, rowptr, how), x,
+                  rowptr.diff(), _check(stats))
+
+
+def neighbour_stats(x: Tensor, csr: CSRGraph,
+                    stats: Iterable[str]) -> Dict[str, Tensor]:
+    """The requested ``stats`` of ``{x[j] : j -> i}`` for every destination
+    ``i`` of ``csr``, from node values ``x`` (``(num_src, *F)``), by sparse
+    matrix reductions; each result is ``(num_dst, *F)``."""
+    if x.size(0) != csr.num_src:
+        raise ValueError(f"expected {csr.num_src} rows of node values, got "
+                         f"{x.size(0)}")
+    adjacency = torch.sparse_csr_tensor(
+        csr.rowptr, csr.col, x.new_ones(csr.num_edges),
+        (csr.num_dst, csr.num_src), check_invariants=False)
+
+    def reduce(t: Tensor, how: str) -> Tensor:
+        flat = t.reshape(t.size(0), -1)
+        out = torch.sparse.mm(adjacency, flat, _SPARSE_REDUCE[how])
+        return out.view((csr.num_dst,) + t.shape[1:])
+
+    return _stats(reduce, x, csr.degree, _check(stats))
+
+
+def shift_stats(stats: Dict[str, Tensor], shift: Tensor,
+                degree: Tensor) -> Dict[str, Tensor]:
+    r"""Statistics of :math:`\{s_i + z\}` from those of :math:`\{z\}`:
+    mean, min and max move by :math:`s_i`, the sum by :math:`d_i s_i`,
+    variance and std stay; empty neighbourhoods stay 0."""
+    deg = degree.to(shift.dtype).view((-1,) + (1,) * (shift.dim() - 1))
+    moved = shift * (deg > 0)
+    out = {}
+    for name, value in stats.items():
+        if name in ("mean", "min", "max"):
+            value = value + moved
+        elif name == "sum":
+            value = value + deg * shift
+        out[name] = value
+    return out

@@ -1,0 +1,207 @@
+import pytest
+import torch
+import torch_geometric.nn.aggr as pyg_aggr
+from hypothesis import given, settings, strategies as st
+from torch_geometric.data import Data
+from torch_geometric.loader import DataLoader
+from torch_geometric.nn import MessagePassing
+
+import gnnagg.nn.aggr as aggr
+from gnnagg.ops import csr_view, neighbour_stats, segment_stats, shift_stats
+
+from conftest import random_graph, skewed_graph
+
+NAMES = ["Sum", "Mean", "Min", "Max", "Var", "Std", "Softmax", "PowerMean"]
+
+
+def _messages(num_messages=120, num_nodes=15, channels=6, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(num_messages, channels, generator=gen, dtype=torch.double)
+    index = torch.randint(0, num_nodes, (num_messages,), generator=gen)
+    index[index == 3] = 4  # node 3 has no messages
+    return x, index
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_matches_pyg_values_and_gradients(name):
+    ours = getattr(aggr, f"{name}Aggregation")()
+    reference = getattr(pyg_aggr, f"{name}Aggregation")()
+    x, index = _messages()
+    if name == "PowerMean":
+        ours, reference = aggr.PowerMeanAggregation(p=2.5), \
+            pyg_aggr.PowerMeanAggregation(p=2.5)
+        x = x.abs() + 0.1
+    x.requires_grad_()
+    out = ours(x, index, dim_size=15)
+    expected = reference(x, index, dim_size=15)
+    has_messages = torch.bincount(index, minlength=15) > 0
+    torch.testing.assert_close(out[has_messages], expected[has_messages])
+    grad = torch.randn_like(out) * has_messages.view(-1, 1)
+    torch.testing.assert_close(torch.autograd.grad(out, x, grad)[0],
+                               torch.autograd.grad(expected, x, grad)[0])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_empty_nodes_and_empty_graphs_give_zero(name):
+    module = getattr(aggr, f"{name}Aggregation")()
+    x, index = _messages()
+    out = module(x, index, dim_size=15)
+    assert torch.isfinite(out).all()
+    assert torch.equal(out[3], torch.zeros(6, dtype=torch.double))
+    empty = module(torch.zeros(0, 6), torch.zeros(0, dtype=torch.long),
+                   dim_size=4)
+    assert torch.equal(empty, torch.zeros(4, 6))
+
+
+def test_std_gradient_finite_at_zero_variance():
+    x = torch.ones(6, 3, requires_grad=True)  # every node: identical messages
+    out = aggr.StdAggregation()(x, torch.tensor([0, 0, 0, 1, 1, 2]),
+                                dim_size=3)
+    out.sum().backward()
+    assert torch.equal(out, torch.zeros(3, 3))
+    assert torch.isfinite(x.grad).all()
+
+
+def test_learnable_softmax_temperature_gets_gradient():
+    module = aggr.SoftmaxAggregation(t=0.5, learn=True, channels=6)
+    x, index = _messages()
+    module(x.float(), index, dim_size=15).sum().backward()
+    assert module.t.grad is not None and module.t.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="learn"):
+        aggr.SoftmaxAggregation(channels=3)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), num_messages=st.integers(0, 60),
+       name=st.sampled_from(NAMES + ["Multi"]))
+def test_permutation_invariance(seed, num_messages, name):
+    module = (aggr.MultiAggregation(["mean", "min", "max", "std", "softmax"])
+              if name == "Multi" else getattr(aggr, f"{name}Aggregation")())
+    x, index = _messages(num_messages, seed=seed)
+    if name == "PowerMean":
+        x = x.abs()
+    shuffle = torch.randperm(num_messages,
+                             generator=torch.Generator().manual_seed(seed))
+    torch.testing.assert_close(module(x, index, dim_size=15),
+                               module(x[shuffle], index[shuffle], dim_size=15))
+
+
+def test_multi_aggregation_matches_pyg_and_shares_one_grouping(monkeypatch):
+    names = ["mean", "min", "max", "std", "softmax"]
+    ours = aggr.MultiAggregation(names)
+    x, index = _messages()
+    expected = pyg_aggr.MultiAggregation(names)(x, index, dim_size=15)
+    calls = []
+    import gnnagg.nn.aggr.base as base
+    original = base.csr_from_index
+    monkeypatch.setattr(base, "csr_from_index",
+                        lambda *a: calls.append(1) or original(*a))
+    torch.testing.assert_close(ours(x, index, dim_size=15), expected)
+    assert len(calls) == 1
+
+
+def test_multi_aggregation_two_reductions_for_pna_stats(monkeypatch):
+    import gnnagg.ops.statistics as module
+    calls = []
+    original = module.segment_reduce
+    monkeypatch.setattr(module, "segment_reduce",
+                        lambda *a: calls.append(a[2]) or original(*a))
+    x, index = _messages()
+    aggr.MultiAggregation(["mean", "min", "max", "std"])(x, index,
+                                                         dim_size=15)
+    assert sorted(calls) == ["max", "sum"]
+
+
+def test_sorted_ptr_input_matches_index_input():
+    x, index = _messages()
+    order = torch.argsort(index, stable=True)
+    ptr = torch.zeros(16, dtype=torch.long)
+    ptr[1:] = torch.cumsum(torch.bincount(index, minlength=15), 0)
+    module = aggr.MultiAggregation(["sum", "max", "var"])
+    torch.testing.assert_close(module(x[order], ptr=ptr),
+                               module(x, index, dim_size=15))
+
+
+@pytest.mark.parametrize("name", NAMES + ["Multi"])
+def test_usable_as_aggr_of_any_message_passing(name):
+    class Plain(MessagePassing):
+        def forward(self, x, edge_index):
+            return self.propagate(edge_index, x=x)
+
+    make = ((lambda m: m.MultiAggregation(["mean", "max"]))
+            if name == "Multi" else
+            (lambda m: getattr(m, f"{name}Aggregation")()))
+    edge_index = skewed_graph(12)
+    x = torch.rand(12, 5) + 0.1
+    torch.testing.assert_close(Plain(aggr=make(aggr))(x, edge_index),
+                               Plain(aggr=make(pyg_aggr))(x, edge_index))
+
+
+def test_bad_index_raises_value_error():
+    x = torch.randn(4, 2)
+    with pytest.raises(ValueError, match="outside"):
+        aggr.SumAggregation()(x, torch.tensor([0, 1, 5, 1]), dim_size=3)
+    with pytest.raises(ValueError, match="unknown aggregation"):
+        aggr.MultiAggregation(["mean", "median"])
+    with pytest.raises(ValueError, match="unknown statistic"):
+        segment_stats(x, torch.tensor([0, 4]), ["median"])
+
+
+def test_degree_scalers_follow_their_formulas():
+    deg_hist = torch.tensor([1, 4, 3, 2])   # degrees 0,1,2,3
+    nodes = deg_hist.sum().float()
+    avg_lin = (torch.arange(4) * deg_hist).sum() / nodes
+    avg_log = ((torch.arange(4) + 1).float().log() * deg_hist).sum() / nodes
+    scalers = ["identity", "amplification", "attenuation", "linear",
+               "inverse_linear"]
+    module = aggr.DegreeScalerAggregation("sum", scalers, deg_hist)
+    assert module.avg_deg_lin.item() == pytest.approx(avg_lin.item())
+    assert module.avg_deg_log.item() == pytest.approx(avg_log.item())
+    index = torch.tensor([0, 0, 0, 1, 2, 2])   # degrees 3, 1, 2, 0
+    x = torch.ones(6, 1)
+    out = module(x, index, dim_size=4)
+    d = torch.tensor([3.0, 1.0, 2.0, 0.0])
+    s = d  # the sum of ones
+    expected = torch.stack([
+        s, s * torch.log(d + 1) / avg_log,
+        s * avg_log / torch.log(d.clamp(min=1) + 1),
+        s * d / avg_lin, s * avg_lin / d.clamp(min=1)], dim=1)
+    torch.testing.assert_close(out, expected)
+    # (PyG wraps the scaler list when aggr is a string: pass a list)
+    reference = pyg_aggr.DegreeScalerAggregation(["sum"], scalers, deg_hist)
+    torch.testing.assert_close(out, reference(x, index, dim_size=4))
+    with pytest.raises(ValueError, match="unknown scaler"):
+        aggr.DegreeScalerAggregation("sum", ["cubic"], deg_hist)
+    with pytest.raises(ValueError, match="histogram"):
+        aggr.DegreeScalerAggregation("sum", ["linear"], torch.zeros(3))
+
+
+def test_degree_histogram_from_dataset_and_loader():
+    graphs = [Data(edge_index=random_graph(n, 3 * n, seed=n), num_nodes=n)
+              for n in (5, 9, 14)]
+    expected = torch.zeros(40, dtype=torch.long)
+    for g in graphs:
+        deg = torch.bincount(g.edge_index[1], minlength=g.num_nodes)
+        expected += torch.bincount(deg, minlength=40)
+    expected = expected[:int(expected.nonzero().max()) + 1]
+    assert torch.equal(aggr.degree_histogram(graphs), expected)
+    assert torch.equal(aggr.degree_histogram(DataLoader(graphs,
+                                                        batch_size=2)),
+                       expected)
+
+
+@pytest.mark.parametrize("stats", [["mean", "min", "max", "std"],
+                                   ["sum", "var"], ["min"], ["max"]])
+def test_neighbour_and_shifted_stats_equal_gathered_messages(stats):
+    edge_index = skewed_graph(11)
+    csr = csr_view(edge_index, 11)
+    q = torch.randn(11, 2, 3, dtype=torch.double, requires_grad=True)
+    shift = torch.randn(11, 2, 3, dtype=torch.double)
+    gathered = q[csr.col] + shift[csr.row]
+    expected = segment_stats(gathered, csr.rowptr, stats)
+    got = shift_stats(neighbour_stats(q, csr, stats), shift, csr.degree)
+    for s in stats:
+        torch.testing.assert_close(got[s], expected[s])
+    assert torch.autograd.gradcheck(
+        lambda t: torch.cat(list(neighbour_stats(t, csr, stats).values()),
+                            -1), (q,))

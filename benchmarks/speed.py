@@ -53,11 +53,21 @@ def molecule_batch(num_graphs: int = 128, seed: int = 0):
     return torch.cat(edges, dim=1)
 
 
+def barabasi_albert(num_nodes: int = 50_000, m: int = 5, seed: int = 0):
+    """networkx's Barabasi-Albert graph, both directions: hubs of degree in
+    the thousands."""
+    import networkx as nx
+    edges = torch.tensor(list(nx.barabasi_albert_graph(num_nodes, m,
+                                                       seed=seed).edges)).t()
+    return torch.cat([edges, edges.flip(0)], dim=1)
+
+
 GRAPHS = {
     # ogbn-arxiv: 169,343 nodes, 1,166,243 edges, made undirected: 2.3M.
     "arxiv": lambda: random_graph(169_343, 2_315_598),
     "small": lambda: random_graph(20_000, 200_000),
     "molecules": molecule_batch,
+    "ba": barabasi_albert,
 }
 
 
@@ -108,12 +118,31 @@ def _pna_case(channels=64):
                                                        channels)
 
 
+def _lcm_case(channels=64):
+    def build(impl: str, graph):
+        import torch_geometric.nn.aggr as pyg_aggr
+        import gnnagg.nn.aggr as ours_aggr
+        torch.manual_seed(0)
+        module = (pyg_aggr if impl == "pyg" else ours_aggr).LCMAggregation
+        return module(channels, channels)
+
+    def inputs(graph, device):
+        index = torch.sort(graph[1]).values  # PyG's needs a sorted index
+        gen = torch.Generator().manual_seed(1)
+        messages = torch.randn(index.numel(), channels, generator=gen)
+        return (messages.to(device).requires_grad_(), index.to(device)), \
+            {"dim_size": int(graph.max()) + 1}
+
+    return build, inputs
+
+
 #: layer name -> (build(impl, edge_index) -> module,
 #:                inputs(edge_index, device) -> (args, kwargs))
 CASES: Dict[str, Tuple[Callable, Callable]] = {
     "GATConv": _attention_case("GATConv"),
     "GATv2Conv": _attention_case("GATv2Conv"),
     "PNAConv": _pna_case(),
+    "LCMAggregation": _lcm_case(),
 }
 
 
@@ -144,9 +173,25 @@ def _peak(device: torch.device) -> int:
 
 
 def worker(case: str, impl: str, graph_name: str, device_name: str,
-           repeats: int) -> dict:
-    """Time and measure one implementation in this process."""
-    device = torch.device(device_name)
+           repeats: int, memory_cap_gb: float) -> dict:
+    """Time and measure one implementation in this process, under an
+    address-space cap of ``memory_cap_gb`` (CPU): running out of it is
+    reported as ``{"oom": true}``."""
+    import resource
+    cap = int(memory_cap_gb * 2**30)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    try:
+        return _measure(case, impl, graph_name, torch.device(device_name),
+                        repeats)
+    except (MemoryError, RuntimeError) as error:
+        if isinstance(error, MemoryError) or "alloc" in str(error).lower() \
+                or "out of memory" in str(error).lower():
+            return {"oom": True}
+        raise
+
+
+def _measure(case: str, impl: str, graph_name: str, device: torch.device,
+             repeats: int) -> dict:
     build, make_inputs = CASES[case]
     graph = GRAPHS[graph_name]()
     module = build(impl, graph).to(device)
@@ -171,30 +216,43 @@ def worker(case: str, impl: str, graph_name: str, device_name: str,
 
 
 def run_isolated(case: str, impl: str, graph: str, device: str,
-                 repeats: int) -> dict:
+                 repeats: int, memory_cap_gb: float) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", case, impl,
-           "--graphs", graph, "--device", device, "--repeats", str(repeats)]
+           "--graphs", graph, "--device", device, "--repeats", str(repeats),
+           "--memory-cap-gb", str(memory_cap_gb)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{case}/{impl} on {graph} failed:\n{proc.stderr}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def compare(cases: List[str], graphs: List[str], device: str,
-            repeats: int) -> List[dict]:
+def make_row(case: str, graph: str, device: str, pyg: dict,
+             ours: dict) -> dict:
+    """One comparison; a side that ran out of memory has no time or peak,
+    and no ratio is formed with it."""
+    row = {"layer": case, "graph": graph, "device": device,
+           "pyg_status": "OOM" if pyg.get("oom") else "ok",
+           "gnnagg_status": "OOM" if ours.get("oom") else "ok"}
+    for name, result in (("pyg", pyg), ("gnnagg", ours)):
+        row[f"{name}_time_s"] = result.get("time_s")
+        peak = result.get("peak_bytes")
+        row[f"{name}_peak_mb"] = None if peak is None else peak / 2**20
+    both = not pyg.get("oom") and not ours.get("oom")
+    row["time_ratio"] = ours["time_s"] / pyg["time_s"] if both else None
+    row["memory_ratio"] = (ours["peak_bytes"] / max(pyg["peak_bytes"], 1)
+                           if both else None)
+    return row
+
+
+def compare(cases: List[str], graphs: List[str], device: str, repeats: int,
+            memory_cap_gb: float) -> List[dict]:
     rows = []
     for graph in graphs:
         for case in cases:
-            pyg = run_isolated(case, "pyg", graph, device, repeats)
-            ours = run_isolated(case, "gnnagg", graph, device, repeats)
-            rows.append({
-                "layer": case, "graph": graph, "device": device,
-                "pyg_time_s": pyg["time_s"], "gnnagg_time_s": ours["time_s"],
-                "time_ratio": ours["time_s"] / pyg["time_s"],
-                "pyg_peak_mb": pyg["peak_bytes"] / 2**20,
-                "gnnagg_peak_mb": ours["peak_bytes"] / 2**20,
-                "memory_ratio": ours["peak_bytes"] / max(pyg["peak_bytes"], 1),
-            })
+            results = [run_isolated(case, impl, graph, device, repeats,
+                                    memory_cap_gb)
+                       for impl in ("pyg", "gnnagg")]
+            rows.append(make_row(case, graph, device, *results))
             print(format_row(rows[-1]), flush=True)
     return rows
 
@@ -205,10 +263,14 @@ HEADER = ("| layer | graph | PyG time (s) | gnnagg time (s) | time ratio | "
 
 
 def format_row(row: dict) -> str:
-    return (f"| {row['layer']} | {row['graph']} | {row['pyg_time_s']:.3f} | "
-            f"{row['gnnagg_time_s']:.3f} | {row['time_ratio']:.2f} | "
-            f"{row['pyg_peak_mb']:.0f} | {row['gnnagg_peak_mb']:.0f} | "
-            f"{row['memory_ratio']:.2f} |")
+    def cell(value, digits):
+        return "OOM" if value is None else f"{value:.{digits}f}"
+
+    return (f"| {row['layer']} | {row['graph']} | "
+            f"{cell(row['pyg_time_s'], 3)} | {cell(row['gnnagg_time_s'], 3)} | "
+            f"{cell(row['time_ratio'], 2)} | {cell(row['pyg_peak_mb'], 0)} | "
+            f"{cell(row['gnnagg_peak_mb'], 0)} | "
+            f"{cell(row['memory_ratio'], 2)} |")
 
 
 def main(argv=None) -> List[dict]:
@@ -221,6 +283,9 @@ def main(argv=None) -> List[dict]:
                         help="small graph, 2 repeats")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--memory-cap-gb", type=float, default=16.0,
+                        help="address-space cap of each measured process; "
+                        "exceeding it is reported as OOM")
     parser.add_argument("--json", metavar="FILE",
                         help="write the rows as a JSON list to FILE")
     parser.add_argument("--worker", nargs=2, metavar=("LAYER", "IMPL"),
@@ -228,7 +293,7 @@ def main(argv=None) -> List[dict]:
     args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(*args.worker, args.graphs, args.device,
-                                args.repeats)))
+                                args.repeats, args.memory_cap_gb)))
         return []
     cases = args.layers.split(",")
     graphs = ["small"] if args.quick else args.graphs.split(",")
@@ -238,7 +303,7 @@ def main(argv=None) -> List[dict]:
         parser.error(f"unknown layer or graph: {', '.join(unknown)}")
     repeats = 2 if args.quick else args.repeats
     print(HEADER, flush=True)
-    rows = compare(cases, graphs, args.device, repeats)
+    rows = compare(cases, graphs, args.device, repeats, args.memory_cap_gb)
     if args.json:
         tmp = args.json + ".tmp"
         with open(tmp, "w") as out:

@@ -4,6 +4,8 @@ from .base import SegmentAggregation
 from .basic import (MaxAggregation, MeanAggregation, MinAggregation,
                     StatAggregation, StdAggregation, SumAggregation,
                     VarAggregation)
+from .lcm import (LCMAggregation, RecurrentAggregation, SymmetricGRU,
+                  SymmetricMLP)
 from .multi import MultiAggregation, resolve_aggregation
 from .power_mean import PowerMeanAggregation
 from .scaler import DegreeScalerAggregation, degree_histogram
@@ -14,5 +16,6 @@ __all__ = [
     "MeanAggregation", "MinAggregation", "MaxAggregation", "VarAggregation",
     "StdAggregation", "SoftmaxAggregation", "PowerMeanAggregation",
     "MultiAggregation", "DegreeScalerAggregation", "degree_histogram",
-    "resolve_aggregation",
+    "resolve_aggregation", "LCMAggregation", "RecurrentAggregation",
+    "SymmetricGRU", "SymmetricMLP",
 ]

@@ -68,6 +68,9 @@ GRAPHS = {
     "small": lambda: random_graph(20_000, 200_000),
     "molecules": molecule_batch,
     "ba": barabasi_albert,
+    # arxiv's average in-degree (13.7) at 10k and 100k nodes
+    "n10k": lambda: random_graph(10_000, 137_000),
+    "n100k": lambda: random_graph(100_000, 1_370_000),
 }
 
 
@@ -136,6 +139,51 @@ def _lcm_case(channels=64):
     return build, inputs
 
 
+def _messages(graph, device, channels):
+    gen = torch.Generator().manual_seed(1)
+    messages = torch.randn(graph.size(1), channels, generator=gen)
+    return (messages.to(device).requires_grad_(), graph[1].to(device)), \
+        {"dim_size": int(graph.max()) + 1}
+
+
+def _topm_case(channels=64, m=32):
+    def build(impl: str, graph):
+        import torch_geometric.nn.aggr as pyg_aggr
+        from gnnagg.nn.aggr import TopMAttentionAggregation
+        torch.manual_seed(0)
+        if impl == "pyg":
+            return pyg_aggr.SoftmaxAggregation(learn=True)
+        return TopMAttentionAggregation(channels, m=m)
+
+    return build, lambda graph, device: _messages(graph, device, channels)
+
+
+class GlobalAttention(torch.nn.Module):
+    """Full attention of every node over every node (the O(N^2) baseline
+    TANGNN's top-m attention replaces)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.attention = torch.nn.MultiheadAttention(channels, 1,
+                                                     batch_first=True)
+
+    def forward(self, x, edge_index):
+        return self.attention(x[None], x[None], x[None],
+                              need_weights=False)[0][0]
+
+
+def _tangnn_case(channels=64, m=32):
+    def build(impl: str, graph):
+        from gnnagg.nn import TANGNNConv
+        torch.manual_seed(0)
+        if impl == "pyg":
+            return GlobalAttention(channels)
+        return TANGNNConv(channels, channels, m=m)
+
+    return build, lambda graph, device: _node_features(graph, device,
+                                                       channels)
+
+
 #: layer name -> (build(impl, edge_index) -> module,
 #:                inputs(edge_index, device) -> (args, kwargs))
 CASES: Dict[str, Tuple[Callable, Callable]] = {
@@ -143,6 +191,10 @@ CASES: Dict[str, Tuple[Callable, Callable]] = {
     "GATv2Conv": _attention_case("GATv2Conv"),
     "PNAConv": _pna_case(),
     "LCMAggregation": _lcm_case(),
+    # PyG's SoftmaxAggregation of the same messages
+    "TopMAttentionAggregation": _topm_case(),
+    # the "pyg" column is full global attention (torch MultiheadAttention)
+    "TANGNNConv": _tangnn_case(),
 }
 
 

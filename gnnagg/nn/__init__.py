@@ -1,5 +1,5 @@
 """Layers (:mod:`gnnagg.nn.conv`) and aggregators (:mod:`gnnagg.nn.aggr`)."""
 from . import aggr
-from .conv import GATConv, GATv2Conv, PNAConv
+from .conv import GATConv, GATv2Conv, PNAConv, TANGNNConv
 
-__all__ = ["aggr", "GATConv", "GATv2Conv", "PNAConv"]
+__all__ = ["aggr", "GATConv", "GATv2Conv", "PNAConv", "TANGNNConv"]

@@ -10,6 +10,7 @@ from .multi import MultiAggregation, resolve_aggregation
 from .power_mean import PowerMeanAggregation
 from .scaler import DegreeScalerAggregation, degree_histogram
 from .softmax import SoftmaxAggregation
+from .topm import TopMAttentionAggregation
 
 __all__ = [
     "SegmentAggregation", "StatAggregation", "SumAggregation",
@@ -17,5 +18,5 @@ __all__ = [
     "StdAggregation", "SoftmaxAggregation", "PowerMeanAggregation",
     "MultiAggregation", "DegreeScalerAggregation", "degree_histogram",
     "resolve_aggregation", "LCMAggregation", "RecurrentAggregation",
-    "SymmetricGRU", "SymmetricMLP",
+    "SymmetricGRU", "SymmetricMLP", "TopMAttentionAggregation",
 ]

@@ -2,5 +2,6 @@
 from .gat_conv import GATConv
 from .gatv2_conv import GATv2Conv
 from .pna_conv import PNAConv
+from .tangnn_conv import TANGNNConv
 
-__all__ = ["GATConv", "GATv2Conv", "PNAConv"]
+__all__ = ["GATConv", "GATv2Conv", "PNAConv", "TANGNNConv"]

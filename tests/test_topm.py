@@ -151,7 +151,7 @@ def test_tangnn_model_node_graph_and_link_tasks(lc):
     assert model(x, edge_index).shape == (30, 3)
     graph_model = TANGNN(6, 8, 2, m=4, lc=lc, graph_level=True)
     batch = torch.tensor([0] * 12 + [1] * 18)
-    assert graph_model(x, edge_index, batch).shape == (2, 2)
+    assert graph_model(x, edge_index, batch=batch).shape == (2, 2)
     data = Data(x=x, edge_index=edge_index)
     train, _, _ = RandomLinkSplit(num_val=0.1, num_test=0.1)(data)
     z = model.encode(train.x, train.edge_index)

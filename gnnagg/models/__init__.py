@@ -1,5 +1,8 @@
 """Model zoo built from gnnagg's layers."""
 from .gat import GAT
+from .gnn import GNN, make_conv
 from .tangnn import TANGNN
+from .zoo import MODELS, build_model, check_model
 
-__all__ = ["GAT", "TANGNN"]
+__all__ = ["GAT", "GNN", "TANGNN", "MODELS", "build_model", "check_model",
+           "make_conv"]

@@ -24,8 +24,10 @@ class TANGNN(torch.nn.Module):
                  out_channels: int, num_layers: int = 2, m: int = 32,
                  num_neighbors: Optional[int] = None, heads: int = 1,
                  dropout: float = 0.5, lc: bool = False,
-                 graph_level: bool = False):
+                 graph_level: bool = False,
+                 encoder: Optional[torch.nn.Module] = None):
         super().__init__()
+        self.encoder = encoder
         if num_layers < 1:
             raise ValueError("num_layers must be at least 1")
         self.convs = torch.nn.ModuleList(
@@ -38,6 +40,8 @@ class TANGNN(torch.nn.Module):
 
     def encode(self, x: Tensor, edge_index: Tensor,
                batch: Optional[Tensor] = None) -> Tensor:
+        if self.encoder is not None:
+            x = self.encoder(x)
         outputs = []
         for conv in self.convs:
             x = F.dropout(x, self.dropout, self.training)
@@ -46,7 +50,10 @@ class TANGNN(torch.nn.Module):
         return torch.cat(outputs, dim=-1) if self.lc else x
 
     def forward(self, x: Tensor, edge_index: Tensor,
+                edge_attr: Optional[Tensor] = None,
                 batch: Optional[Tensor] = None) -> Tensor:
+        """``edge_attr`` is accepted for a uniform call and not used: TANGNN
+        reads no edge features."""
         h = self.encode(x, edge_index, batch)
         if self.graph_level:
             h = global_mean_pool(h, batch)

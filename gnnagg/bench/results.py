@@ -1,0 +1,110 @@
+"""Run results: a JSON-lines file written atomically after every run, so an
+interrupted job resumes where it stopped, plus the leaderboard (Markdown)
+and learning curves (PNG) written beside it."""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Dict, Iterable, List, Set
+
+
+class ResultStore:
+    """``results.jsonl`` in ``out_dir``: one record per finished run
+    (dataset, model, seed, scores, curves)."""
+
+    def __init__(self, out_dir: str | os.PathLike):
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.out_dir / "results.jsonl"
+
+    def records(self) -> List[dict]:
+        if not self.path.exists():
+            return []
+        with open(self.path) as lines:
+            return [json.loads(line) for line in lines if line.strip()]
+
+    def completed_seeds(self, dataset: str, model: str,
+                        config: dict) -> Set[int]:
+        """Seeds already finished for this dataset, model and config."""
+        return {r["seed"] for r in self.records()
+                if r["dataset"] == dataset and r["model"] == model
+                and r.get("config") == config}
+
+    def append(self, record: dict) -> None:
+        """Add one record: the whole file is rewritten to a temporary file
+        and renamed over the old one, so a kill never leaves half a line."""
+        text = self.path.read_text() if self.path.exists() else ""
+        tmp = self.path.with_suffix(".jsonl.tmp")
+        tmp.write_text(text + json.dumps(record) + "\n")
+        os.replace(tmp, self.path)
+
+    def write_reports(self, metric: str) -> None:
+        """``leaderboard.md`` and ``curves.png`` from all records."""
+        records = self.records()
+        _atomic_write(self.out_dir / "leaderboard.md",
+                      leaderboard(records, metric))
+        plot_curves(records, self.out_dir / "curves.png", metric)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _mean_std(values: List[float]) -> str:
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.2f} +- {std:.2f}"
+
+
+def leaderboard(records: Iterable[dict], metric: str) -> str:
+    """Markdown table: mean +- std (x100) of test and validation score at
+    the epoch of best validation, per dataset and model, best test first."""
+    groups: Dict[tuple, List[dict]] = defaultdict(list)
+    for record in records:
+        groups[(record["dataset"], record["model"])].append(record)
+    rows = []
+    for (dataset, model), runs in groups.items():
+        tests = [100 * r["test"] for r in runs]
+        rows.append((dataset, -statistics.mean(tests), (
+            f"| {dataset} | {model} | {_mean_std(tests)} | "
+            f"{_mean_std([100 * r['valid'] for r in runs])} | {len(runs)} | "
+            f"{runs[0]['params']:,} | "
+            f"{statistics.mean(r['time_per_epoch_s'] for r in runs):.2f} |")))
+    header = (f"| data set | model | test {metric} | valid {metric} | runs | "
+              "parameters | s / epoch |\n|---|---|---|---|---|---|---|")
+    return "\n".join([header] + [row for *_, row in sorted(rows)]) + "\n"
+
+
+def plot_curves(records: Iterable[dict], path: Path, metric: str) -> None:
+    """Validation curves (mean over seeds) per dataset and model."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    curves: Dict[tuple, List[List[float]]] = defaultdict(list)
+    for record in records:
+        curves[(record["dataset"], record["model"])].append(
+            record["curve"]["valid"])
+    datasets = sorted({d for d, _ in curves})
+    if not datasets:
+        return
+    fig, axes = plt.subplots(1, len(datasets), squeeze=False,
+                             figsize=(5 * len(datasets), 3.5))
+    for ax, dataset in zip(axes[0], datasets):
+        for (d, model), runs in sorted(curves.items()):
+            if d != dataset:
+                continue
+            length = min(len(c) for c in runs)
+            mean = [statistics.mean(c[i] for c in runs)
+                    for i in range(length)]
+            ax.plot(range(1, length + 1), mean, label=model)
+        ax.set(title=dataset, xlabel="epoch", ylabel=f"valid {metric}")
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)

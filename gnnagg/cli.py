@@ -1,0 +1,103 @@
+"""``gnnagg``: compare aggregators on paper reproductions and leaderboards.
+
+    gnnagg bench [--quick]                       embedded suite, no download
+    gnnagg planetoid Cora --model gat --runs 10 [--raw-dir DIR]
+    gnnagg ogb ogbg-molhiv --model pna --runs 10 --root DIR
+    gnnagg prepare ogbg-molhiv --from HIV.csv.gz --root DIR
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List, Optional
+
+from .models import MODELS
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gnnagg", description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(__doc__.splitlines()[2:]))
+    sub = parser.add_subparsers(dest="command")
+
+    bench = sub.add_parser("bench", help="the embedded reproduction suite")
+    bench.add_argument("--quick", action="store_true",
+                       help="small sizes (a minute or two)")
+    bench.add_argument("--out", default="results/bench")
+    bench.add_argument("--seed", type=int, default=0)
+
+    planetoid = sub.add_parser("planetoid", help="GAT's transductive "
+                               "protocol on Cora/CiteSeer/PubMed")
+    planetoid.add_argument("dataset")
+    planetoid.add_argument("--model", required=True,
+                           help=f"one of {', '.join(MODELS)}")
+    planetoid.add_argument("--runs", type=int, default=10)
+    planetoid.add_argument("--epochs", type=int, default=1000)
+    planetoid.add_argument("--patience", type=int, default=100)
+    planetoid.add_argument("--root", default="data/Planetoid")
+    planetoid.add_argument("--raw-dir", help="folder with the raw "
+                           "ind.<name>.* files, linked into --root")
+    planetoid.add_argument("--out", default="results/planetoid")
+    planetoid.add_argument("--device", default="cpu")
+
+    ogb = sub.add_parser("ogb", help="OGB leaderboards, OGB protocol")
+    ogb.add_argument("dataset")
+    ogb.add_argument("--model", required=True,
+                     help=f"one of {', '.join(MODELS)}")
+    ogb.add_argument("--runs", type=int, default=10)
+    ogb.add_argument("--epochs", type=int)
+    ogb.add_argument("--root", default="data/ogb")
+    ogb.add_argument("--device", default="cpu")
+    ogb.add_argument("--config", help="JSON hyperparameters (default: "
+                     "benchmarks/configs/<dataset>.json)")
+    ogb.add_argument("--out", default="results/ogb")
+
+    prepare = sub.add_parser("prepare", help="write a data set in OGB's "
+                             "layout from a local copy")
+    prepare.add_argument("dataset", choices=["ogbg-molhiv"])
+    prepare.add_argument("--from", dest="source", required=True,
+                         help="MoleculeNet's HIV.csv or HIV.csv.gz")
+    prepare.add_argument("--root", default="data/ogb")
+    return parser
+
+
+def _run(args) -> None:
+    if args.command == "bench":
+        from .bench.suite import run_suite
+        run_suite(args.out, quick=args.quick, seed=args.seed)
+    elif args.command == "planetoid":
+        from .bench.data import link_planetoid_raw
+        from .bench.planetoid import run_planetoid
+        if args.raw_dir:
+            link_planetoid_raw(args.raw_dir, args.root, args.dataset)
+        store = run_planetoid(args.dataset, args.model, args.runs, args.root,
+                              args.out, args.epochs, args.patience,
+                              args.device)
+        print((store.out_dir / "leaderboard.md").read_text())
+    elif args.command == "ogb":
+        from .bench.ogb import run_ogb
+        store = run_ogb(args.dataset, args.model, args.runs, args.epochs,
+                        args.root, args.out, args.device, args.config)
+        print((store.out_dir / "leaderboard.md").read_text())
+    elif args.command == "prepare":
+        from .bench.molhiv import prepare_molhiv
+        print(f"wrote {prepare_molhiv(args.source, args.root)}")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        _run(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"gnnagg {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

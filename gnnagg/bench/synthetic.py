@@ -103,7 +103,8 @@ def _random_graph(kind: str, n: int, rng: np.random.Generator) -> nx.Graph:
         for leaf in range(spine, n):
             g.add_edge(leaf, int(rng.integers(spine)))
         return g
-    graph = nx.random_lobster(max(2, n // 3), 0.7, 0.5, seed=seed)
+    lobster = getattr(nx, "random_lobster_graph", None) or nx.random_lobster
+    graph = lobster(max(2, n // 3), 0.7, 0.5, seed=seed)
     return nx.convert_node_labels_to_integers(graph)
 
 

@@ -1,0 +1,164 @@
+"""The runners end to end: real data from ../shared/datasets when present,
+data built in the same on-disk layouts otherwise."""
+import gzip
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from gnnagg.bench.molhiv import prepare_molhiv, scaffold_split, _parse
+from gnnagg.bench.results import ResultStore
+from gnnagg.bench.suite import run_suite
+from gnnagg.bench.synthetic import (degree_extrapolation, dictionary_lookup,
+                                    multitask_graphs)
+from gnnagg.cli import main
+
+SHARED = Path(os.environ.get(
+    "GNNAGG_SHARED_DATASETS",
+    Path(__file__).resolve().parents[2] / "shared" / "datasets"))
+
+SMILES = ["CCO", "c1ccccc1O", "CC(=O)Oc1ccccc1C(=O)O", "C1CCCCC1N",
+          "c1ccccc1CC", "CCN(CC)CC", "O=C(O)c1ccccc1", "C1CCOC1",
+          "c1ccncc1", "CC(C)O"] * 3
+
+
+@pytest.fixture(scope="module")
+def hiv_csv(tmp_path_factory):
+    """The shared HIV.csv.gz when present, else a small file of the same
+    columns."""
+    real = SHARED / "moleculenet" / "HIV.csv.gz"
+    if real.is_file():
+        return real
+    path = tmp_path_factory.mktemp("hiv") / "HIV.csv.gz"
+    with gzip.open(path, "wt") as out:
+        out.write("smiles,activity,HIV_active\n")
+        for i, s in enumerate(SMILES):
+            out.write(f"{s},CI,{i % 3 == 0:d}\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def molhiv_root(hiv_csv, tmp_path_factory):
+    root = tmp_path_factory.mktemp("ogb")
+    assert main(["prepare", "ogbg-molhiv", "--from", str(hiv_csv),
+                 "--root", str(root)]) == 0
+    return root
+
+
+def test_prepared_molhiv_loads_with_ogb_unchanged(molhiv_root, hiv_csv):
+    from gnnagg.bench.ogb import load_ogb
+    dataset = load_ogb("ogbg-molhiv", str(molhiv_root))
+    split = dataset.get_idx_split()
+    sizes = [len(split[k]) for k in ("train", "valid", "test")]
+    if hiv_csv.parent.name == "moleculenet":
+        assert len(dataset) == 41127
+        assert sizes == [32901, 4113, 4113]  # OGB's official split
+    else:
+        assert sum(sizes) == len(dataset) == len(SMILES)
+    graph = dataset[0]
+    assert graph.x.shape[1] == 9 and graph.edge_attr.shape[1] == 3
+    assert graph.edge_index.size(1) == graph.edge_attr.size(0)
+
+
+def test_unsanitisable_smiles_are_kept_with_own_scaffold():
+    odd = "C1=CC=CC=C1[N+](=O)(=O)"  # pentavalent N: fails sanitisation
+    mols, parsed = zip(*(_parse(s) for s in ["CCO", odd, "CCC"]))
+    assert list(parsed) == [True, False, True]
+    split = scaffold_split(["CCO", odd, "CCC"], list(mols), list(parsed),
+                           0.34, 0.33)
+    assert sorted(sum(split.values(), [])) == [0, 1, 2]
+
+
+def test_ogb_runner_resumes_and_writes_reports(molhiv_root, tmp_path):
+    out = tmp_path / "res"
+    args = ["ogb", "ogbg-molhiv", "--model", "gatv2", "--runs", "1",
+            "--epochs", "1", "--root", str(molhiv_root), "--out", str(out),
+            "--config", str(tmp_path / "cfg.json")]
+    (tmp_path / "cfg.json").write_text(json.dumps(
+        {"default": {"batch_size": 512, "model": {"hidden_channels": 16,
+                                                   "num_layers": 1}}}))
+    assert main(args) == 0
+    records = ResultStore(out).records()
+    assert len(records) == 1 and 0.0 <= records[0]["test"] <= 1.0
+    assert records[0]["curve"]["valid"][0] == records[0]["valid"]
+    assert (out / "leaderboard.md").read_text().count("ogbg-molhiv") == 1
+    assert (out / "curves.png").stat().st_size > 0
+    assert main(args[:4] + ["--runs", "2"] + args[6:]) == 0  # resume
+    seeds = [r["seed"] for r in ResultStore(out).records()]
+    assert seeds == [0, 1]  # seed 0 not redone
+
+
+def test_planetoid_runner_on_real_cora(tmp_path):
+    out = tmp_path / "res"
+    assert main(["planetoid", "Cora", "--model", "gat", "--runs", "1",
+                 "--epochs", "30", "--patience", "30", "--root",
+                 str(tmp_path / "data"), "--raw-dir",
+                 str(SHARED / "planetoid"), "--out", str(out)]) == 0
+    record = ResultStore(out).records()[0]
+    assert record["dataset"] == "Cora" and record["test"] > 0.6
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["ogb", "ogbg-molhiv", "--model", "pna", "--root", "{tmp}/none"],
+     "gnnagg prepare"),
+    (["ogb", "ogbn-products", "--model", "pna"], "unknown OGB data set"),
+    (["ogb", "Cora", "--model", "gat"], "gnnagg planetoid"),
+    (["planetoid", "Cora", "--model", "gcn"], "unknown model"),
+    (["planetoid", "Cora", "--model", "gat", "--raw-dir", "{tmp}"],
+     "ind.cora.x"),
+    (["prepare", "ogbg-molhiv", "--from", "{tmp}/HIV.csv"], "no such file"),
+])
+def test_bad_requests_end_with_one_line(tmp_path, capsys, argv, message):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "Traceback" not in err
+    assert len(err.splitlines()) == 1
+
+
+def test_python_dash_m_entry_point():
+    proc = subprocess.run([sys.executable, "-m", "gnnagg", "--help"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and "bench" in proc.stdout
+
+
+def test_dictionary_lookup_structure():
+    train, test = dictionary_lookup(4)
+    assert len(train) + len(test) == 24  # all 4! permutations
+    graph = train[0]
+    assert graph.edge_index.size(1) == 16
+    keys, values = graph.x[:4], graph.x[4:]
+    perm = graph.y[4:]
+    assert torch.equal(keys[:, 1], perm)  # key j holds value perm[j]
+    assert torch.equal(keys[:, 0], torch.arange(4))
+    assert torch.equal(graph.x[4:, 0], torch.arange(4))
+    assert torch.equal(values[:, 1], torch.full((4,), 4))
+    assert bool((graph.y[:4] == -1).all())
+    held_out = {(i, int(g.y[4 + i])) for g in train for i in range(4)
+                if not g.train_mask[4 + i]}
+    trained = {(i, int(g.y[4 + i])) for g in train for i in range(4)
+               if g.train_mask[4 + i]}
+    assert held_out and not held_out & trained
+
+
+def test_generators_are_deterministic():
+    a, b = multitask_graphs(12, seed=3), multitask_graphs(12, seed=3)
+    assert all(torch.equal(x.y_node, y.y_node) for x, y in zip(a, b))
+    star = degree_extrapolation([7], 1)[0]
+    assert star.num_nodes == 8
+    torch.testing.assert_close(star.y.view(()), star.x[1:].mean())
+
+
+def test_suite_quick_runs_resumes_and_shows_lookup_gap(tmp_path):
+    results = run_suite(str(tmp_path), quick=True,
+                        models=["gatv2", "sum"])
+    assert set(results) >= {"PNA multitask (log10 MSE)"}
+    board = (tmp_path / "leaderboard.md").read_text()
+    assert "gatv2" in board and "mse_d1000" in board
+    mtime = (tmp_path / "suite-quick.json").stat().st_mtime
+    run_suite(str(tmp_path), quick=True, models=["gatv2", "sum"])
+    assert (tmp_path / "suite-quick.json").stat().st_mtime == mtime

@@ -24,9 +24,10 @@ from .training import seed_everything
 
 SUITE_MODELS = ("gat", "gatv2", "pna", "lcm", "topm", "sum", "mean")
 
-FULL = {"lookup_k": (5, 10, 20), "lookup_graphs": 2000, "lookup_epochs": 60,
-        "multitask_train": 1024, "multitask_test": 256,
-        "multitask_epochs": 40, "extrapolation_train": 100,
+#: sizes of the default run (about 10 minutes on 2 CPU cores)
+FULL = {"lookup_k": (5, 10, 20), "lookup_graphs": 1000, "lookup_epochs": 40,
+        "multitask_train": 512, "multitask_test": 256,
+        "multitask_epochs": 30, "extrapolation_train": 100,
         "extrapolation_test": 10, "extrapolation_epochs": 60}
 QUICK = {"lookup_k": (4,), "lookup_graphs": 24, "lookup_epochs": 3,
          "multitask_train": 40, "multitask_test": 20, "multitask_epochs": 2,

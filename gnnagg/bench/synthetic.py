@@ -147,8 +147,10 @@ def multitask_graphs(count: int, min_nodes: int = 15, max_nodes: int = 24,
     graphs = []
     for i in range(count):
         kind = GENERATORS[i % len(GENERATORS)]
-        g = _random_graph(kind, int(rng.integers(min_nodes, max_nodes + 1)),
-                          rng)
+        n = int(rng.integers(min_nodes, max_nodes + 1))
+        g = _random_graph(kind, n, rng)
+        if g.number_of_nodes() < 2:  # a degenerate random draw
+            g = nx.path_graph(n)
         graphs.append(_multitask_example(g, rng))
     return graphs
 

@@ -25,11 +25,11 @@ from .training import seed_everything
 SUITE_MODELS = ("gat", "gatv2", "pna", "lcm", "topm", "sum", "mean")
 
 #: sizes of the default run (about 10 minutes on 2 CPU cores)
-FULL = {"lookup_k": (5, 10, 20), "lookup_graphs": 1000, "lookup_epochs": 40,
+FULL = {"lookup_k": (5, 10, 20), "lookup_graphs": 1000, "lookup_steps": 600,
         "multitask_train": 512, "multitask_test": 256,
         "multitask_epochs": 30, "extrapolation_train": 100,
         "extrapolation_test": 10, "extrapolation_epochs": 60}
-QUICK = {"lookup_k": (4,), "lookup_graphs": 24, "lookup_epochs": 3,
+QUICK = {"lookup_k": (4,), "lookup_graphs": 24, "lookup_steps": 6,
          "multitask_train": 40, "multitask_test": 20, "multitask_epochs": 2,
          "extrapolation_train": 10, "extrapolation_test": 2,
          "extrapolation_epochs": 2}
@@ -115,8 +115,9 @@ def lookup_task(model: str, k: int, sizes: Dict, cache: Path,
         mask = batch.train_mask
         return F.cross_entropy(net(batch)[mask], batch.y[mask])
 
-    _train(net, DataLoader(train, 64, shuffle=True), loss,
-           sizes["lookup_epochs"], 1e-3, f"lookup k={k} {model}")
+    loader = DataLoader(train, 64, shuffle=True)  # same step budget for all k
+    _train(net, loader, loss, math.ceil(sizes["lookup_steps"] / len(loader)),
+           1e-3, f"lookup k={k} {model}")
 
     @torch.no_grad()
     def accuracy(graphs):

@@ -1,5 +1,3 @@
-import itertools
-
 import pytest
 import torch
 import torch_geometric.nn as pyg_nn
@@ -172,7 +170,7 @@ def test_bad_inputs_raise_clear_value_errors(layer):
         ((torch.randn(10, 7), edge_index), "7 features"),
         ((torch.randn(10), edge_index), "shape"),
         ((x.long(), edge_index), "floating-point"),
-        ((x, edge_index, torch.randn(29, 2)), "29 rows"),
+        ((x, edge_index, torch.randn(29, 2)), "one per edge"),
         ((x, edge_index, torch.randn(30, 3)), "3 features"),
     ]
     for args, message in cases:

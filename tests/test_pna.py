@@ -111,7 +111,7 @@ def test_bad_inputs():
     x = torch.randn(40, 16, dtype=torch.double)
     with pytest.raises(ValueError, match="features per node"):
         ours(torch.randn(40, 15, dtype=torch.double), edge_index)
-    with pytest.raises(ValueError, match="edge_attr must have shape"):
+    with pytest.raises(ValueError, match="one per edge"):
         ours(x, edge_index, torch.randn(3, 3, dtype=torch.double))
     with pytest.raises(ValueError, match="source node"):
         ours(x, torch.tensor([[0, 40], [1, 2]]))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gnnagg.bench.molhiv import prepare_molhiv, scaffold_split, _parse
+from gnnagg.bench.molhiv import scaffold_split, _parse
 from gnnagg.bench.results import ResultStore
 from gnnagg.bench.suite import run_suite
 from gnnagg.bench.synthetic import (degree_extrapolation, dictionary_lookup,

@@ -8,11 +8,12 @@ from typing import Optional, Tuple, Union
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn import Parameter
 from torch_geometric.nn.conv import MessagePassing
+from torch_geometric.nn.dense.linear import Linear
 
 from ...ops import CSRGraph, csr_view, segment_softmax, weighted_aggregate
-from ...debug import check_finite
-from .inputs import as_edge_index, check_features
+from .inputs import as_edge_index, check_edge_features, check_features
 
 class AttentionConv(MessagePassing):
     r"""Base of layers that compute per-edge, per-head scores, normalise them
@@ -25,6 +26,21 @@ class AttentionConv(MessagePassing):
     add_self_loops: bool
     edge_dim: Optional[int]
     fill_value: Union[float, Tensor, str]
+
+    def _init_residual_and_bias(self, dst_channels: int, residual: bool,
+                                bias: bool) -> None:
+        """Register ``res`` (skip connection from destination features) and
+        ``bias`` as PyG's attention layers do."""
+        total = self.out_channels * (self.heads if self.concat else 1)
+        if residual:
+            self.res = Linear(dst_channels, total, bias=False,
+                              weight_initializer="glorot")
+        else:
+            self.register_parameter("res", None)
+        if bias:
+            self.bias = Parameter(torch.empty(total))
+        else:
+            self.register_parameter("bias", None)
 
     def _split_input(self, x) -> Tuple[Tensor, Optional[Tensor]]:
         """``(x_src, x_dst)`` after checking both against ``in_channels``;
@@ -59,18 +75,9 @@ class AttentionConv(MessagePassing):
         """Edge features in CSR order (self-loop rows filled), or None."""
         if edge_attr is None:
             return None
-        if self.edge_dim is None:
-            raise ValueError("edge_attr was given, but the layer was built "
-                             "without edge_dim")
         if edge_attr.dim() == 1:
             edge_attr = edge_attr.view(-1, 1)
-        if edge_attr.size(0) != csr.num_input_edges:
-            raise ValueError(f"edge_attr has {edge_attr.size(0)} rows, but "
-                             f"edge_index has {csr.num_input_edges} edges")
-        if edge_attr.size(1) != self.edge_dim:
-            raise ValueError(f"edge_attr has {edge_attr.size(1)} features, "
-                             f"but the layer was built for {self.edge_dim}")
-        check_finite("edge_attr", edge_attr)
+        check_edge_features(edge_attr, self.edge_dim, csr.num_input_edges)
         edge_attr = csr.add_loop_features(edge_attr, self.fill_value)
         return csr.to_csr_order(edge_attr)
 

@@ -88,18 +88,9 @@ class GATConv(AttentionConv):
         else:
             self.lin_edge = None
             self.register_parameter("att_edge", None)
-        total_out_channels = out_channels * (heads if concat else 1)
-        if residual:
-            res_in = (in_channels if isinstance(in_channels, int)
-                      else in_channels[1])
-            self.res = Linear(res_in, total_out_channels, bias=False,
-                              weight_initializer="glorot")
-        else:
-            self.register_parameter("res", None)
-        if bias:
-            self.bias = Parameter(torch.empty(total_out_channels))
-        else:
-            self.register_parameter("bias", None)
+        self._init_residual_and_bias(
+            in_channels if isinstance(in_channels, int) else in_channels[1],
+            residual, bias)
         self.reset_parameters()
 
     def reset_parameters(self):

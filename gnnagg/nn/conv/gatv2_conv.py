@@ -69,16 +69,7 @@ class GATv2Conv(AttentionConv):
         self.lin_edge = None if edge_dim is None else Linear(
             edge_dim, heads * out_channels, bias=False,
             weight_initializer="glorot")
-        total_out_channels = out_channels * (heads if concat else 1)
-        if residual:
-            self.res = Linear(dst_in, total_out_channels, bias=False,
-                              weight_initializer="glorot")
-        else:
-            self.register_parameter("res", None)
-        if bias:
-            self.bias = Parameter(torch.empty(total_out_channels))
-        else:
-            self.register_parameter("bias", None)
+        self._init_residual_and_bias(dst_in, residual, bias)
         self.reset_parameters()
 
     def reset_parameters(self):

@@ -49,3 +49,19 @@ def check_features(name: str, x: Tensor, channels: int) -> None:
         raise ValueError(f"{name} has {x.size(1)} features per node, but the "
                          f"layer was built for {channels}")
     check_finite(name, x)
+
+
+def check_edge_features(edge_attr: Tensor, edge_dim: Optional[int],
+                        num_edges: int) -> None:
+    """``ValueError`` unless ``edge_attr`` is ``(num_edges, edge_dim)`` and
+    the layer was built with an ``edge_dim``."""
+    if edge_dim is None:
+        raise ValueError("edge_attr was given, but the layer was built "
+                         "without edge_dim")
+    if edge_attr.dim() != 2 or edge_attr.size(0) != num_edges:
+        raise ValueError(f"edge_attr has shape {tuple(edge_attr.shape)}, "
+                         f"expected {num_edges} rows (one per edge)")
+    if edge_attr.size(1) != edge_dim:
+        raise ValueError(f"edge_attr has {edge_attr.size(1)} features, but "
+                         f"the layer was built for {edge_dim}")
+    check_finite("edge_attr", edge_attr)

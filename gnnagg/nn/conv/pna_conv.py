@@ -12,11 +12,10 @@ from torch_geometric.nn.dense.linear import Linear
 from torch_geometric.nn.inits import reset
 from torch_geometric.nn.resolver import activation_resolver
 
-from ...debug import check_finite
 from ...ops import (CSRGraph, csr_view, neighbour_stats, segment_stats,
                    shift_stats)
 from ..aggr import DegreeScalerAggregation, StatAggregation
-from .inputs import as_edge_index, check_features
+from .inputs import as_edge_index, check_edge_features, check_features
 
 
 class PNAConv(MessagePassing):
@@ -138,14 +137,7 @@ class PNAConv(MessagePassing):
         """Encoded edge features in CSR order, or None."""
         if edge_attr is None:
             return None
-        if self.edge_dim is None:
-            raise ValueError("edge_attr was given, but the layer was built "
-                             "without edge_dim")
-        if edge_attr.dim() != 2 or edge_attr.size(1) != self.edge_dim or \
-                edge_attr.size(0) != csr.num_edges:
-            raise ValueError(f"edge_attr must have shape ({csr.num_edges}, "
-                             f"{self.edge_dim}), got {tuple(edge_attr.shape)}")
-        check_finite("edge_attr", edge_attr)
+        check_edge_features(edge_attr, self.edge_dim, csr.num_edges)
         return self.edge_encoder(csr.to_csr_order(edge_attr))
 
     @property

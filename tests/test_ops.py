@@ -173,10 +173,12 @@ def _gatv2_reference(x_src, x_dst, att, csr, slope, edge_attr, weight):
     return (torch.nn.functional.leaky_relu(s, slope) * att).sum(-1)
 
 
+@pytest.mark.parametrize("chunk", [7, 1 << 21])  # ragged chunks / one pass
 @pytest.mark.parametrize("with_edges", [False, True])
-def test_gatv2_score_matches_dense_and_gradcheck(monkeypatch, with_edges):
+def test_gatv2_score_matches_dense_and_gradcheck(monkeypatch, with_edges,
+                                                 chunk):
     import gnnagg.ops.dynamic_attention as module
-    monkeypatch.setattr(module, "CHUNK_ELEMENTS", 7)  # many ragged chunks
+    monkeypatch.setattr(module, "CHUNK_ELEMENTS", chunk)
     csr = csr_view(skewed_graph(9), 9)
     dt = dict(dtype=torch.double, requires_grad=True)
     x_src = torch.randn(9, 2, 3, **dt)

@@ -8,6 +8,8 @@ The pre-activation is ``E x H x C``; the forward pass forms it one chunk of
 edges at a time and keeps nothing of that size for backward, which recomputes
 it chunk by chunk. The edge projection :math:`\mathbf{W}_e \mathbf{e}_{ji}` is
 also formed per chunk, so only ``E x H`` scores and the inputs stay alive.
+Graphs whose whole pre-activation fits in one chunk skip the recomputation:
+plain autograd keeps it, which is faster and costs at most one chunk.
 """
 from __future__ import annotations
 
@@ -108,5 +110,10 @@ def gatv2_score(x_src: Tensor, x_dst: Tensor, att: Tensor, csr: CSRGraph,
     if edge_attr is not None and edge_attr.size(0) != csr.num_edges:
         raise ValueError(f"expected {csr.num_edges} edge feature rows, got "
                          f"{edge_attr.size(0)}")
+    if csr.num_edges * heads * channels <= CHUNK_ELEMENTS:
+        s = _preactivation(x_src, x_dst, edge_attr, edge_weight, csr,
+                           slice(None))
+        return torch.einsum("ehc,hc->eh", F.leaky_relu(s, negative_slope),
+                            att)
     return _GATv2Score.apply(x_src, x_dst, att, edge_attr, edge_weight, csr,
                              negative_slope)

@@ -3,11 +3,15 @@
     gnnagg bench [--quick]                       embedded suite, no download
     gnnagg planetoid Cora --model gat --runs 10 [--raw-dir DIR]
     gnnagg ogb ogbg-molhiv --model pna --runs 10 --root DIR
+    gnnagg ogb ogbn-products --model gat --batch-size 1024 --fanout 15,10,5
+    torchrun --nproc-per-node 2 -m gnnagg ogb ogbn-arxiv --model gat \\
+        --batch-size 1024                        data-parallel, gloo/nccl
     gnnagg prepare ogbg-molhiv --from HIV.csv.gz --root DIR
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import List, Optional
 
@@ -52,6 +56,12 @@ def _parser() -> argparse.ArgumentParser:
     ogb.add_argument("--config", help="JSON hyperparameters (default: "
                      "benchmarks/configs/<dataset>.json)")
     ogb.add_argument("--out", default="results/ogb")
+    ogb.add_argument("--batch-size", type=int, help="mini-batch size (node "
+                     "tasks: NeighborLoader seeds; the global batch under "
+                     "torchrun)")
+    ogb.add_argument("--fanout", type=_fanout, help="neighbours sampled per "
+                     "hop, one per layer, e.g. 15,10,5 (-1: all, as in "
+                     "--fanout=-1,-1)")
 
     prepare = sub.add_parser("prepare", help="write a data set in OGB's "
                              "layout from a local copy")
@@ -60,6 +70,15 @@ def _parser() -> argparse.ArgumentParser:
                          help="MoleculeNet's HIV.csv or HIV.csv.gz")
     prepare.add_argument("--root", default="data/ogb")
     return parser
+
+
+def _fanout(text: str) -> List[int]:
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers such as 15,10,5, got "
+            f"{text!r}") from None
 
 
 def _run(args) -> None:
@@ -77,9 +96,14 @@ def _run(args) -> None:
         print((store.out_dir / "leaderboard.md").read_text())
     elif args.command == "ogb":
         from .bench.ogb import run_ogb
+        overrides = {key: value for key, value in (
+            ("batch_size", args.batch_size), ("fanout", args.fanout))
+            if value is not None}
         store = run_ogb(args.dataset, args.model, args.runs, args.epochs,
-                        args.root, args.out, args.device, args.config)
-        print((store.out_dir / "leaderboard.md").read_text())
+                        args.root, args.out, args.device, args.config,
+                        overrides)
+        if int(os.environ.get("RANK", 0)) == 0:
+            print((store.out_dir / "leaderboard.md").read_text())
     elif args.command == "prepare":
         from .bench.molhiv import prepare_molhiv
         print(f"wrote {prepare_molhiv(args.source, args.root)}")

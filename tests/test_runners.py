@@ -105,7 +105,7 @@ def test_planetoid_runner_on_real_cora(tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["ogb", "ogbg-molhiv", "--model", "pna", "--root", "{tmp}/none"],
      "gnnagg prepare"),
-    (["ogb", "ogbn-products", "--model", "pna"], "unknown OGB data set"),
+    (["ogb", "ogbn-mag", "--model", "pna"], "unknown OGB data set"),
     (["ogb", "Cora", "--model", "gat"], "gnnagg planetoid"),
     (["planetoid", "Cora", "--model", "gcn"], "unknown model"),
     (["planetoid", "Cora", "--model", "gat", "--raw-dir", "{tmp}"],

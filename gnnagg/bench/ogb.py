@@ -3,24 +3,30 @@
 mean +- std over seeds."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Callable, Dict, List, NamedTuple, Optional
 
 os.environ.setdefault("OUTDATED_IGNORE", "1")  # ogb's PyPI check at import
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from torch import Tensor  # noqa: E402
 
 from ..models import build_model, check_model  # noqa: E402
+from ..nn import TANGNNConv  # noqa: E402
 from ..nn.aggr import degree_histogram  # noqa: E402
+from .checkpoint import Checkpoint  # noqa: E402
+from .distributed import (Process, broadcast, global_mean,  # noqa: E402
+                          init_distributed)
 from .results import ResultStore  # noqa: E402
 from .training import fit, run_seeds  # noqa: E402
 
 GRAPH_DATASETS = ("ogbg-molhiv", "ogbg-molpcba")
-NODE_DATASETS = ("ogbn-arxiv", "ogbn-proteins")
+NODE_DATASETS = ("ogbn-arxiv", "ogbn-products", "ogbn-proteins")
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "configs"
 
 
@@ -83,44 +89,94 @@ def load_ogb(name: str, root: str):
             f"{prepare}") from None
 
 
-def _graph_task(dataset, model_name: str, config: Dict, device: str):
+class TrainingRun(NamedTuple):
+    """A model built for one seed, its optimiser, and the two callables
+    :func:`fit` drives."""
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    train_epoch: Callable[[int], float]
+    evaluate: Callable[[], Dict[str, float]]
+
+
+def _data_parallel(model: torch.nn.Module,
+                   process: Process) -> torch.nn.Module:
+    """``model`` wrapped in ``DistributedDataParallel`` under torchrun."""
+    if not process.distributed:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+    ids = [process.device] if process.device.startswith("cuda") else None
+    return DistributedDataParallel(model, device_ids=ids)
+
+
+def _rank_batch_size(config: Dict, process: Process) -> int:
+    batch_size = int(config.get("batch_size", 128))
+    if batch_size < process.world_size or batch_size % process.world_size:
+        raise ValueError(f"batch size {batch_size} must be a multiple of the "
+                         f"number of processes ({process.world_size})")
+    return batch_size // process.world_size
+
+
+def _shards(size: int, process: Process, seed: int):
+    """Each rank's share of ``size`` training items, reshuffled per epoch
+    (``set_epoch``); rank r's batches are the r-th slices of the global
+    batches a single process would take."""
+    from torch.utils.data import DistributedSampler
+    return DistributedSampler(range(size), num_replicas=process.world_size,
+                              rank=process.rank, shuffle=True, seed=seed)
+
+
+def _evaluate_on_main(scores: Callable[[], Dict[str, float]],
+                      process: Process) -> Callable[[], Dict[str, float]]:
+    """Rank 0 evaluates (parameters are equal on every rank), every rank
+    gets its scores, so all ranks stop at the same epoch."""
+    def evaluate() -> Dict[str, float]:
+        return broadcast(scores() if process.is_main else None, process)
+    return evaluate
+
+
+def _graph_task(dataset, model_name: str, config: Dict, process: Process,
+                seed: int) -> TrainingRun:
     from ogb.graphproppred import Evaluator
     from torch_geometric.loader import DataLoader
+    device = process.device
     split = dataset.get_idx_split()
     evaluator = Evaluator(dataset.name)
-    batch_size = config.get("batch_size", 128)
-    train = DataLoader(dataset[split["train"]], batch_size, shuffle=True)
-    loaders = {k: DataLoader(dataset[split[k]], batch_size)
+    train_set = dataset[split["train"]]
+    sampler = _shards(len(train_set), process, seed)
+    train = DataLoader(train_set, _rank_batch_size(config, process),
+                       sampler=sampler)
+    loaders = {k: DataLoader(dataset[split[k]], config.get("batch_size", 128))
                for k in ("valid", "test")}
-    deg = degree_histogram(dataset[split["train"]]) if model_name == "pna" \
-        else None
+    deg = degree_histogram(train_set) if model_name == "pna" else None
     model = build_model(model_name, dataset.num_features, dataset.num_tasks,
                         graph_level=True, molecular=True, deg=deg,
                         **config.get("model", {})).to(device)
+    net = _data_parallel(model, process)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.get("lr",
                                                                    1e-3))
 
-    def train_epoch() -> float:
-        model.train()
+    def train_epoch(epoch: int) -> float:
+        sampler.set_epoch(epoch)
+        net.train()
         total, count = 0.0, 0
         for batch in train:
             batch = batch.to(device)
-            out = model(batch.x, batch.edge_index, batch.edge_attr,
-                        batch.batch)
+            out = net(batch.x, batch.edge_index, batch.edge_attr,
+                      batch.batch)
             labelled = batch.y == batch.y  # molpcba has missing labels
             loss = F.binary_cross_entropy_with_logits(
                 out[labelled], batch.y[labelled].float())
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total, count = total + float(loss) * batch.num_graphs, \
-                count + batch.num_graphs
-        return total / max(count, 1)
+            total += float(loss.detach()) * batch.num_graphs
+            count += batch.num_graphs
+        return global_mean(total, count, process)
 
     @torch.no_grad()
-    def evaluate() -> Dict[str, float]:
+    def scores() -> Dict[str, float]:
         model.eval()
-        scores = {}
+        out = {}
         for key, loader in loaders.items():
             preds, labels = [], []
             for batch in loader:
@@ -130,81 +186,164 @@ def _graph_task(dataset, model_name: str, config: Dict, device: str):
                 labels.append(batch.y.cpu())
             result = evaluator.eval({"y_true": torch.cat(labels),
                                      "y_pred": torch.cat(preds)})
-            scores[key] = float(result[evaluator.eval_metric])
-        return scores
+            out[key] = float(result[evaluator.eval_metric])
+        return out
 
-    return model, train_epoch, evaluate, evaluator.eval_metric
+    return TrainingRun(model, optimizer, train_epoch,
+                       _evaluate_on_main(scores, process))
 
 
-def _node_task(dataset, model_name: str, config: Dict, device: str):
-    from ogb.nodeproppred import Evaluator
+def _node_data(dataset):
+    """The graph of an OGB node data set as the runners train on it:
+    ogbn-proteins gets node features from the mean of incident edge
+    features (OGB's examples), the others an undirected graph."""
     from torch_geometric.utils import scatter, to_undirected
     data = dataset[0]
-    split = dataset.get_idx_split()
-    evaluator = Evaluator(dataset.name)
-    multilabel = dataset.name == "ogbn-proteins"
-    if multilabel:  # node features: mean of incident edge features
+    if dataset.name == "ogbn-proteins":
         data.x = scatter(data.edge_attr, data.edge_index[0], 0,
                          dim_size=data.num_nodes, reduce="mean")
     else:
-        data.edge_index = to_undirected(data.edge_index, num_nodes=data.num_nodes)
-    data = data.to(device)
+        data.edge_index = to_undirected(data.edge_index,
+                                        num_nodes=data.num_nodes)
+    return data
+
+
+def _fanout(config: Dict, model: torch.nn.Module) -> List[int]:
+    layers = len(getattr(model, "convs", ()))
+    fanout = [int(f) for f in config.get("fanout", [15, 10, 5][:layers])]
+    if layers and len(fanout) != layers:
+        raise ValueError(f"--fanout gives {len(fanout)} hops but the model "
+                         f"has {layers} layers: give one number per layer")
+    return fanout
+
+
+def _node_task(dataset, model_name: str, config: Dict, process: Process,
+               seed: int) -> TrainingRun:
+    """Full-batch training, or with ``batch_size`` in the config mini-batches
+    of PyG's ``NeighborLoader`` (``fanout`` neighbours per hop) and
+    full-neighbour layer-wise inference for evaluation."""
+    from ogb.nodeproppred import Evaluator
+    from torch_geometric.data import Data
+    from ..loader import neighbor_loader
+    device = process.device
+    data = _node_data(dataset)
+    split = dataset.get_idx_split()
+    evaluator = Evaluator(dataset.name)
+    multilabel = dataset.name == "ogbn-proteins"
     out_channels = dataset.num_tasks if multilabel else dataset.num_classes
     deg = degree_histogram([data]) if model_name == "pna" else None
     model = build_model(model_name, data.num_features, out_channels,
                         deg=deg, **config.get("model", {})).to(device)
+    net = _data_parallel(model, process)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.get("lr",
                                                                    1e-2))
-    train_idx = split["train"].to(device)
+    train_idx = split["train"]
+    mini_batch = config.get("batch_size") is not None
+    if process.distributed and not mini_batch:
+        raise ValueError("data-parallel training splits mini-batches across "
+                         "processes: pass --batch-size")
 
-    def train_epoch() -> float:
-        model.train()
-        out = model(data.x, data.edge_index)[train_idx]
-        loss = (F.binary_cross_entropy_with_logits(
-                    out, data.y[train_idx].float()) if multilabel else
-                F.cross_entropy(out, data.y[train_idx].view(-1)))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        return float(loss)
+    def loss_of(out: Tensor, y: Tensor) -> Tensor:
+        return (F.binary_cross_entropy_with_logits(out, y.float())
+                if multilabel else F.cross_entropy(out, y.view(-1)))
+
+    if mini_batch:
+        sampler = _shards(train_idx.numel(), process, seed)
+        train = neighbor_loader(data, _fanout(config, model),
+                                input_nodes=train_idx,
+                                batch_size=_rank_batch_size(config, process),
+                                sampler=sampler)
+        layerwise = hasattr(model, "inference") and \
+            not any(isinstance(c, TANGNNConv) for c in model.convs)
+        hops = neighbor_loader(Data(edge_index=data.edge_index,
+                                    num_nodes=data.num_nodes), [-1],
+                               batch_size=config.get("eval_batch_size", 4096))
+
+        def train_epoch(epoch: int) -> float:
+            sampler.set_epoch(epoch)
+            net.train()
+            total, count = 0.0, 0
+            for batch in train:
+                batch = batch.to(device)
+                size = batch.batch_size
+                out = net(batch.x, batch.edge_index)[:size]
+                loss = loss_of(out, batch.y[:size])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                total += float(loss.detach()) * size
+                count += size
+            return global_mean(total, count, process)
+    else:
+        data = data.to(device)
+        layerwise = False
+
+        def train_epoch(epoch: int) -> float:
+            net.train()
+            idx = train_idx.to(device)
+            loss = loss_of(net(data.x, data.edge_index)[idx], data.y[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            return float(loss.detach())
 
     @torch.no_grad()
-    def evaluate() -> Dict[str, float]:
+    def scores() -> Dict[str, float]:
         model.eval()
-        out = model(data.x, data.edge_index)
+        x = data.x.to(device)
+        out = (model.inference(x, hops) if layerwise
+               else model(x, data.edge_index.to(device)))
         pred = out if multilabel else out.argmax(-1, keepdim=True)
         return {key: float(evaluator.eval({
             "y_true": data.y[split[key]].cpu(),
             "y_pred": pred[split[key]].cpu()})[evaluator.eval_metric])
             for key in ("valid", "test")}
 
-    return model, train_epoch, evaluate, evaluator.eval_metric
+    return TrainingRun(model, optimizer, train_epoch,
+                       _evaluate_on_main(scores, process))
+
+
+def _config_tag(config: Dict) -> str:
+    return hashlib.sha1(json.dumps(config, sort_keys=True).encode()) \
+        .hexdigest()[:10]
 
 
 def run_ogb(dataset_name: str, model: str, runs: int = 10,
             epochs: Optional[int] = None, root: str = "data/ogb",
             out_dir: str = "results/ogb", device: str = "cpu",
-            config_path: Optional[str] = None) -> ResultStore:
+            config_path: Optional[str] = None,
+            overrides: Optional[Dict] = None) -> ResultStore:
     """``runs`` seeds of ``model`` on an OGB data set; each finished seed is
-    appended to ``out_dir/results.jsonl`` and skipped when run again."""
+    appended to ``out_dir/results.jsonl`` and skipped when run again, and
+    every seed is checkpointed every epoch under ``out_dir/checkpoints``
+    (the file of a finished seed holds its last epoch), and a seed in
+    progress resumes from there. Under ``torchrun`` the
+    processes train one model data-parallel; rank 0 writes."""
     check_model(model)
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for, but CUDA is not "
-                         "available on this machine")
-    config = load_config(dataset_name, model, config_path)
-    epochs = epochs or config.get("epochs", 100)
+    process = init_distributed(device)
+    config = dict(load_config(dataset_name, model, config_path),
+                  **(overrides or {}))
+    config["epochs"] = epochs or config.get("epochs", 100)
     dataset = load_ogb(dataset_name, root)
     task = _graph_task if dataset_name in GRAPH_DATASETS else _node_task
     store = ResultStore(out_dir)
     metric = {"ogbg-molhiv": "rocauc", "ogbg-molpcba": "ap",
-              "ogbn-arxiv": "acc", "ogbn-proteins": "rocauc"}[dataset_name]
+              "ogbn-arxiv": "acc", "ogbn-products": "acc",
+              "ogbn-proteins": "rocauc"}[dataset_name]
 
     def run_one(seed: int) -> dict:
-        net, train_epoch, evaluate, _ = task(dataset, model, config, device)
-        result = fit(train_epoch, evaluate, epochs, config.get("patience"),
-                     desc=f"seed {seed}")
-        return dict(result, params=sum(p.numel() for p in net.parameters()))
+        run = task(dataset, model, config, process, seed)
+        checkpoint = Checkpoint(
+            store.out_dir / "checkpoints" /
+            f"{dataset_name}-{model}-seed{seed}-{_config_tag(config)}.pt",
+            run.model, run.optimizer, process)
+        result = fit(run.train_epoch, run.evaluate, config["epochs"],
+                     config.get("patience"), desc=f"seed {seed}",
+                     checkpoint=checkpoint, show_progress=process.is_main)
+        return dict(result, params=sum(p.numel()
+                                       for p in run.model.parameters()),
+                    processes=process.world_size)
 
-    run_seeds(store, dataset_name, model, dict(config, epochs=epochs), runs,
-              run_one, metric)
+    run_seeds(store, dataset_name, model, config, runs, run_one, metric,
+              process)
     return store

@@ -55,14 +55,14 @@ def train_transductive(model: torch.nn.Module, data, lr: float = 0.005,
     optimizer = torch.optim.Adam(model.parameters(), lr=lr,
                                  weight_decay=weight_decay)
 
-    def train_epoch() -> float:
+    def train_epoch(epoch: int) -> float:
         model.train()
         optimizer.zero_grad()
         out = model(data.x, data.edge_index)
         loss = F.cross_entropy(out[data.train_mask], data.y[data.train_mask])
         loss.backward()
         optimizer.step()
-        return float(loss)
+        return float(loss.detach())
 
     return fit(train_epoch, lambda: _scores(model, data), epochs, patience)
 

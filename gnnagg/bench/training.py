@@ -9,47 +9,63 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .checkpoint import Checkpoint
+from .distributed import Process, broadcast
 from .results import ResultStore
 
 
-def fit(train_epoch: Callable[[], float],
+def fit(train_epoch: Callable[[int], float],
         evaluate: Callable[[], Dict[str, float]], epochs: int,
-        patience: Optional[int] = None, desc: str = "epochs") -> dict:
-    """Train for up to ``epochs``; ``evaluate`` returns ``valid`` and
-    ``test`` scores (higher is better) and optionally ``valid_loss``.
+        patience: Optional[int] = None, desc: str = "epochs",
+        checkpoint: Optional[Checkpoint] = None,
+        show_progress: bool = True) -> dict:
+    """Train for up to ``epochs``; ``train_epoch(epoch)`` (1-based) returns
+    the training loss, ``evaluate`` returns ``valid`` and ``test`` scores
+    (higher is better) and optionally ``valid_loss``.
 
     The reported test score is the one at the epoch of best validation
     (OGB's protocol; ties go to the lower validation loss). With
     ``patience``, stop once that many epochs passed without a better
     validation score or a lower validation loss (the GAT paper's rule).
+    With ``checkpoint``, the state is saved after every epoch and a run
+    with a saved state continues after its last finished epoch.
     """
-    curve = {"train_loss": [], "valid": [], "test": []}
-    best, best_key = None, None
-    best_valid, best_loss, waited, seconds = -float("inf"), float("inf"), \
-        0, 0.0
-    bar = tqdm(range(1, epochs + 1), desc=desc, leave=False)
+    state = {"epoch": 0, "curve": {"train_loss": [], "valid": [], "test": []},
+             "best": None, "best_key": None, "best_valid": -float("inf"),
+             "best_loss": float("inf"), "waited": 0, "seconds": 0.0}
+    if checkpoint is not None:
+        state = checkpoint.load() or state
+    curve = state["curve"]
+    bar = tqdm(range(state["epoch"] + 1, epochs + 1), desc=desc, leave=False,
+               disable=not show_progress)
     for epoch in bar:
+        if patience is not None and state["waited"] >= patience:
+            break
         start = time.perf_counter()
-        loss = train_epoch()
-        seconds += time.perf_counter() - start
+        loss = train_epoch(epoch)
+        state["seconds"] += time.perf_counter() - start
         scores = evaluate()
         curve["train_loss"].append(float(loss))
         curve["valid"].append(scores["valid"])
         curve["test"].append(scores["test"])
         valid_loss = scores.get("valid_loss", 0.0)
         key = (scores["valid"], -valid_loss)
-        if best_key is None or key > best_key:
-            best_key, best = key, dict(scores, epoch=epoch)
-        improved = scores["valid"] > best_valid or valid_loss < best_loss
-        best_valid = max(best_valid, scores["valid"])
-        best_loss = min(best_loss, valid_loss)
-        waited = 0 if improved else waited + 1
+        if state["best_key"] is None or key > tuple(state["best_key"]):
+            state["best_key"], state["best"] = key, dict(scores, epoch=epoch)
+        improved = (scores["valid"] > state["best_valid"]
+                    or valid_loss < state["best_loss"])
+        state["best_valid"] = max(state["best_valid"], scores["valid"])
+        state["best_loss"] = min(state["best_loss"], valid_loss)
+        state["waited"] = 0 if improved else state["waited"] + 1
+        state["epoch"] = epoch
+        if checkpoint is not None:
+            checkpoint.save(state)
         bar.set_postfix(loss=f"{loss:.4f}", valid=f"{scores['valid']:.4f}")
-        if patience is not None and waited >= patience:
-            break
+    best, done = state["best"], state["epoch"]
     return {"valid": best["valid"], "test": best["test"],
-            "best_epoch": best["epoch"], "epochs": epoch,
-            "time_per_epoch_s": seconds / epoch, "curve": curve}
+            "best_epoch": best["epoch"], "epochs": done,
+            "time_per_epoch_s": state["seconds"] / max(done, 1),
+            "curve": curve}
 
 
 def seed_everything(seed: int) -> None:
@@ -59,18 +75,23 @@ def seed_everything(seed: int) -> None:
 
 
 def run_seeds(store: ResultStore, dataset: str, model: str, config: dict,
-              runs: int, run_one: Callable[[int], dict],
-              metric: str) -> None:
+              runs: int, run_one: Callable[[int], dict], metric: str,
+              process: Process = Process()) -> None:
     """Run seeds ``0..runs-1`` not yet in ``store`` (so a killed job
     resumes), appending each result as soon as it finishes, then write the
-    leaderboard and curves."""
-    done = store.completed_seeds(dataset, model, config)
-    for seed in tqdm(range(runs), desc=f"{dataset} {model} runs"):
+    leaderboard and curves. Under torchrun every rank runs every seed and
+    rank 0 alone writes."""
+    done = broadcast(store.completed_seeds(dataset, model, config)
+                     if process.is_main else None, process)
+    for seed in tqdm(range(runs), desc=f"{dataset} {model} runs",
+                     disable=not process.is_main):
         if seed in done:
             continue
         seed_everything(seed)
         result = run_one(seed)
-        store.append({"dataset": dataset, "model": model, "seed": seed,
-                      "config": config, **result})
+        if process.is_main:
+            store.append({"dataset": dataset, "model": model, "seed": seed,
+                          "config": config, **result})
+            store.write_reports(metric)
+    if process.is_main:
         store.write_reports(metric)
-    store.write_reports(metric)

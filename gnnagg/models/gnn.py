@@ -52,7 +52,8 @@ def make_conv(kind: str, in_channels: int, out_channels: int,
 
 
 class GNN(torch.nn.Module):
-    r"""``encoder -> [conv -> BatchNorm -> ReLU -> dropout] x L -> head``.
+    r"""``encoder -> [conv -> BatchNorm -> ReLU -> dropout] x L -> head``
+(``batch_norm=False`` leaves the BatchNorm out).
 
     Node tasks read the last layer; graph tasks (``graph_level``) mean-pool
     each graph first. Molecules embed atoms and bonds with OGB's
@@ -64,7 +65,7 @@ class GNN(torch.nn.Module):
                  out_channels: int, num_layers: int = 2, dropout: float = 0.5,
                  graph_level: bool = False, molecular: bool = False,
                  edge_dim: Optional[int] = None, deg: Optional[Tensor] = None,
-                 heads: int = 4, m: int = 32):
+                 heads: int = 4, m: int = 32, batch_norm: bool = True):
         super().__init__()
         self.graph_level, self.dropout = graph_level, dropout
         self.uses_edges = CONVS.get(conv, False) and (molecular or
@@ -83,7 +84,8 @@ class GNN(torch.nn.Module):
                       edge_dim if self.uses_edges else None, deg, heads, m)
             for _ in range(num_layers))
         self.norms = torch.nn.ModuleList(
-            torch.nn.BatchNorm1d(hidden_channels) for _ in range(num_layers))
+            torch.nn.BatchNorm1d(hidden_channels) if batch_norm
+            else torch.nn.Identity() for _ in range(num_layers))
         self.head = torch.nn.Sequential(
             torch.nn.Linear(hidden_channels, hidden_channels),
             torch.nn.ReLU(), torch.nn.Linear(hidden_channels, out_channels))
@@ -105,4 +107,29 @@ class GNN(torch.nn.Module):
             h = F.dropout(F.relu(norm(out)), self.dropout, self.training)
         if self.graph_level:
             h = global_mean_pool(h, batch)
+        return self.head(h)
+
+    @torch.no_grad()
+    def inference(self, x: Tensor, loader) -> Tensor:
+        """Full-neighbour layer-wise inference of a node task, as OGB's
+        examples do: each layer runs over every node, one batch of ``loader``
+        (one hop, all in-neighbours, e.g. ``neighbor_loader(data, [-1])``)
+        at a time, so memory holds one layer of node states, never a deep
+        neighbourhood. Equals ``forward`` on the whole graph in eval mode."""
+        if self.graph_level or self.uses_edges:
+            raise ValueError("layer-wise inference is for node tasks "
+                             "without edge features")
+        if any(isinstance(conv, TANGNNConv) for conv in self.convs):
+            raise ValueError("TANGNN's global top-m attention needs the "
+                             "whole graph: evaluate with forward()")
+        h = self.encoder(x)
+        for conv, norm in zip(self.convs, self.norms):
+            out = None
+            for batch in loader:
+                batch = batch.to(h.device)
+                part = conv(h[batch.n_id], batch.edge_index)[:batch.batch_size]
+                if out is None:
+                    out = part.new_empty(h.size(0), part.size(-1))
+                out[batch.n_id[:batch.batch_size]] = part
+            h = F.relu(norm(out))
         return self.head(h)

@@ -35,7 +35,8 @@ def build_model(name: str, in_channels: int, out_channels: int,
                 graph_level: bool = False, molecular: bool = False,
                 deg: Optional[Tensor] = None, hidden_channels: int = 64,
                 num_layers: int = 2, dropout: float = 0.5, heads: int = 4,
-                m: int = 32, paper_gat: bool = False) -> torch.nn.Module:
+                m: int = 32, paper_gat: bool = False,
+                batch_norm: bool = True) -> torch.nn.Module:
     """Build model ``name`` for a node task or (``graph_level``) a graph
     task. ``paper_gat`` builds the GAT paper's Planetoid network for
     ``gat``/``gatv2`` (8 heads x 8 hidden, dropout 0.6)."""
@@ -54,4 +55,4 @@ def build_model(name: str, in_channels: int, out_channels: int,
                       graph_level=graph_level, encoder=encoder)
     return GNN(name, in_channels, hidden_channels, out_channels, num_layers,
                dropout, graph_level=graph_level, molecular=molecular, deg=deg,
-               heads=heads, m=m)
+               heads=heads, m=m, batch_norm=batch_norm)

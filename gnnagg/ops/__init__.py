@@ -6,6 +6,7 @@ from .csr import (CSRGraph, build_csr, check_edge_index, csr_from_index,
                   csr_view)
 from .dynamic_attention import gatv2_score
 from .statistics import neighbour_stats, segment_stats, shift_stats
+from .sampling import SampledSubgraph, sample_neighbors
 from .segment_tree import segment_tree_reduce
 from .softmax import segment_softmax
 from .spmm import weighted_aggregate
@@ -14,5 +15,7 @@ from .topm import segment_topm
 __all__ = [
     "CSRGraph", "build_csr", "check_edge_index", "csr_view", "csr_from_index",
     "segment_reduce", "set_backend", "get_backend", "has_torch_scatter",
-    "segment_stats", "neighbour_stats", "shift_stats", "segment_softmax", "segment_tree_reduce", "segment_topm", "weighted_aggregate", "gatv2_score",
+    "segment_stats", "neighbour_stats", "shift_stats", "segment_softmax",
+    "segment_tree_reduce", "segment_topm", "weighted_aggregate",
+    "gatv2_score", "sample_neighbors", "SampledSubgraph",
 ]

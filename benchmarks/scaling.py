@@ -35,7 +35,7 @@ from gnnagg.nn.aggr import degree_histogram  # noqa: E402
 from gnnagg.ops import csr_view  # noqa: E402
 
 
-def powerlaw_graph(num_nodes: int, num_edges: int, exponent: float = 2.1,
+def powerlaw_graph(num_nodes: int, num_edges: int, exponent: float = 3.0,
                    chunk: int = 4_000_000, seed: int = 0) -> torch.Tensor:
     """``(2, E)`` edges sorted by destination; sources and destinations
     drawn independently with P(node of rank r) ~ r^(-1/(exponent-1)) under
@@ -60,11 +60,12 @@ def powerlaw_graph(num_nodes: int, num_edges: int, exponent: float = 2.1,
 def load_graph(args) -> dict:
     """The cached graph (built on first use), memory-mapped."""
     path = Path(args.cache_dir) / (f"powerlaw_{args.nodes}_{args.edges}_"
-                                   f"{args.features}.pt")
+                                   f"{args.exponent}_{args.features}.pt")
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         gen = torch.Generator().manual_seed(1)
-        graph = {"edge_index": powerlaw_graph(args.nodes, args.edges),
+        graph = {"edge_index": powerlaw_graph(args.nodes, args.edges,
+                                              args.exponent),
                  "x": torch.randn(args.nodes, args.features, generator=gen),
                  "y": torch.randint(0, args.classes, (args.nodes,),
                                     generator=gen)}
@@ -153,6 +154,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=2_000_000)
     parser.add_argument("--edges", type=int, default=40_000_000)
+    parser.add_argument("--exponent", type=float, default=3.0,
+                        help="degree exponent: P(degree k) ~ k^-exponent")
     parser.add_argument("--features", type=int, default=64)
     parser.add_argument("--classes", type=int, default=16)
     parser.add_argument("--hidden", type=int, default=64)
@@ -177,8 +180,9 @@ def main() -> None:
             for model in args.models.split(",")
             for world in args.processes.split(",")]
     print("| model | processes | seeds / s | sampling | CSR build | forward "
-          "| backward+step | peak RSS per process (GB) |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| backward+step | sampled nodes / edges per rank | peak RSS per "
+          "process (GB) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         step = row["step_s"]
         total = sum(step.values())
@@ -187,6 +191,7 @@ def main() -> None:
                                       "backward"))
         print(f"| {row['model']} | {row['processes']} | "
               f"{row['seeds_per_s']:.0f} | {shares} | "
+              f"{row['subgraph'][0]:,} / {row['subgraph'][1]:,} | "
               f"{', '.join(f'{g:.2f}' for g in row['peak_rss_gb'])} |")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

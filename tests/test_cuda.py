@@ -8,7 +8,7 @@ import torch
 from gnnagg.nn import GATConv, GATv2Conv, PNAConv, TANGNNConv
 from gnnagg.nn.aggr import (LCMAggregation, MultiAggregation,
                             TopMAttentionAggregation, degree_histogram)
-from gnnagg.ops import sample_neighbors
+from gnnagg.ops import build_csr, sample_neighbors
 
 from conftest import random_graph
 
@@ -76,10 +76,8 @@ def test_aggregation_on_cuda_equals_cpu(make):
 
 def test_sampler_on_cuda_gives_real_edges():
     edge_index = random_graph(N, 3000, seed=6)
-    order = torch.argsort(edge_index[1], stable=True)
-    colptr = torch.zeros(N + 1, dtype=torch.long)
-    colptr[1:] = torch.bincount(edge_index[1], minlength=N).cumsum(0)
-    row = edge_index[0, order]
+    csr = build_csr(edge_index, N, N)
+    colptr, row = csr.rowptr, csr.col
     out = sample_neighbors(colptr.cuda(), row.cuda(),
                            torch.arange(10).cuda(), [5, 5])
     assert out.node.is_cuda

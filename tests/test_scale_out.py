@@ -22,7 +22,7 @@ from gnnagg.bench.ogb import run_ogb
 from gnnagg.bench.results import ResultStore
 from gnnagg.loader import neighbor_loader
 from gnnagg.models.gnn import GNN
-from gnnagg.ops import sample_neighbors
+from gnnagg.ops import build_csr, sample_neighbors
 
 from conftest import random_graph
 
@@ -33,10 +33,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _csc(edge_index, num_nodes):
-    order = torch.argsort(edge_index[1], stable=True)
-    colptr = torch.zeros(num_nodes + 1, dtype=torch.long)
-    colptr[1:] = torch.bincount(edge_index[1], minlength=num_nodes).cumsum(0)
-    return colptr, edge_index[0, order]
+    """Pointer over destinations and the source of each slot."""
+    csr = build_csr(edge_index, num_nodes, num_nodes)
+    return csr.rowptr, csr.col
 
 
 @pytest.mark.parametrize("fanout", [[3, 2], [-1, -1], [1, 4, 2]])

@@ -17,7 +17,6 @@ import torch.nn.functional as F  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 from ..models import build_model, check_model  # noqa: E402
-from ..nn import TANGNNConv  # noqa: E402
 from ..nn.aggr import degree_histogram  # noqa: E402
 from .checkpoint import Checkpoint  # noqa: E402
 from .distributed import (Process, broadcast, global_mean,  # noqa: E402
@@ -125,6 +124,27 @@ def _shards(size: int, process: Process, seed: int):
                               rank=process.rank, shuffle=True, seed=seed)
 
 
+def _minibatch_epoch(net: torch.nn.Module, loader, sampler,
+                     optimizer: torch.optim.Optimizer, process: Process,
+                     batch_loss: Callable) -> Callable[[int], float]:
+    """One pass over this rank's shard of ``loader`` per epoch;
+    ``batch_loss(batch)`` gives ``(loss, number of examples)``. Returns the
+    loss averaged over every example of every rank."""
+    def train_epoch(epoch: int) -> float:
+        sampler.set_epoch(epoch)
+        net.train()
+        total, count = 0.0, 0
+        for batch in loader:
+            loss, size = batch_loss(batch.to(process.device))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * size
+            count += size
+        return global_mean(total, count, process)
+    return train_epoch
+
+
 def _evaluate_on_main(scores: Callable[[], Dict[str, float]],
                       process: Process) -> Callable[[], Dict[str, float]]:
     """Rank 0 evaluates (parameters are equal on every rank), every rank
@@ -155,23 +175,14 @@ def _graph_task(dataset, model_name: str, config: Dict, process: Process,
     optimizer = torch.optim.Adam(model.parameters(), lr=config.get("lr",
                                                                    1e-3))
 
-    def train_epoch(epoch: int) -> float:
-        sampler.set_epoch(epoch)
-        net.train()
-        total, count = 0.0, 0
-        for batch in train:
-            batch = batch.to(device)
-            out = net(batch.x, batch.edge_index, batch.edge_attr,
-                      batch.batch)
-            labelled = batch.y == batch.y  # molpcba has missing labels
-            loss = F.binary_cross_entropy_with_logits(
-                out[labelled], batch.y[labelled].float())
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * batch.num_graphs
-            count += batch.num_graphs
-        return global_mean(total, count, process)
+    def batch_loss(batch):
+        out = net(batch.x, batch.edge_index, batch.edge_attr, batch.batch)
+        labelled = batch.y == batch.y  # molpcba has missing labels
+        return F.binary_cross_entropy_with_logits(
+            out[labelled], batch.y[labelled].float()), batch.num_graphs
+
+    train_epoch = _minibatch_epoch(net, train, sampler, optimizer, process,
+                                   batch_loss)
 
     @torch.no_grad()
     def scores() -> Dict[str, float]:
@@ -253,34 +264,25 @@ def _node_task(dataset, model_name: str, config: Dict, process: Process,
                                 input_nodes=train_idx,
                                 batch_size=_rank_batch_size(config, process),
                                 sampler=sampler)
-        layerwise = hasattr(model, "inference") and \
-            not any(isinstance(c, TANGNNConv) for c in model.convs)
+        layerwise = hasattr(model, "inference")
         hops = neighbor_loader(Data(edge_index=data.edge_index,
                                     num_nodes=data.num_nodes), [-1],
                                batch_size=config.get("eval_batch_size", 4096))
 
-        def train_epoch(epoch: int) -> float:
-            sampler.set_epoch(epoch)
-            net.train()
-            total, count = 0.0, 0
-            for batch in train:
-                batch = batch.to(device)
-                size = batch.batch_size
-                out = net(batch.x, batch.edge_index)[:size]
-                loss = loss_of(out, batch.y[:size])
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                total += float(loss.detach()) * size
-                count += size
-            return global_mean(total, count, process)
+        def batch_loss(batch):
+            size = batch.batch_size
+            out = net(batch.x, batch.edge_index)[:size]
+            return loss_of(out, batch.y[:size]), size
+
+        train_epoch = _minibatch_epoch(net, train, sampler, optimizer,
+                                       process, batch_loss)
     else:
         data = data.to(device)
         layerwise = False
+        idx = train_idx.to(device)
 
         def train_epoch(epoch: int) -> float:
             net.train()
-            idx = train_idx.to(device)
             loss = loss_of(net(data.x, data.edge_index)[idx], data.y[idx])
             optimizer.zero_grad()
             loss.backward()

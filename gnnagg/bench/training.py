@@ -50,7 +50,7 @@ def fit(train_epoch: Callable[[int], float],
         curve["test"].append(scores["test"])
         valid_loss = scores.get("valid_loss", 0.0)
         key = (scores["valid"], -valid_loss)
-        if state["best_key"] is None or key > tuple(state["best_key"]):
+        if state["best_key"] is None or key > state["best_key"]:
             state["best_key"], state["best"] = key, dict(scores, epoch=epoch)
         improved = (scores["valid"] > state["best_valid"]
                     or valid_loss < state["best_loss"])

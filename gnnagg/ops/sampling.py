@@ -82,8 +82,9 @@ def sample_neighbors(colptr: Tensor, row: Tensor, seeds: Tensor,
     local = torch.full((num_nodes,), -1, dtype=torch.long,
                        device=colptr.device)
     local[seeds] = torch.arange(seeds.numel(), device=colptr.device)
-    if int((local >= 0).sum()) != seeds.numel():
-        raise ValueError("seed nodes must be distinct")
+    if not torch.equal(local[seeds], torch.arange(seeds.numel(),
+                                                  device=colptr.device)):
+        raise ValueError("seed nodes must be distinct")  # one id overwritten
     nodes, rows, cols, edges = [seeds], [], [], []
     num_sampled_nodes, num_sampled_edges = [seeds.numel()], []
     frontier, frontier_start, count = seeds, 0, seeds.numel()

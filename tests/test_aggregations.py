@@ -67,7 +67,7 @@ def test_learnable_softmax_temperature_gets_gradient():
     x, index = _messages()
     module(x.float(), index, dim_size=15).sum().backward()
     assert module.t.grad is not None and module.t.grad.abs().sum() > 0
-    with pytest.raises(ValueError, match="learn"):
+    with pytest.raises(ValueError, match="not trainable"):  # PyG's words
         aggr.SoftmaxAggregation(channels=3)
 
 
@@ -95,7 +95,7 @@ def test_multi_aggregation_matches_pyg_and_shares_one_grouping(monkeypatch):
     import gnnagg.nn.aggr.base as base
     original = base.csr_from_index
     monkeypatch.setattr(base, "csr_from_index",
-                        lambda *a: calls.append(1) or original(*a))
+                        lambda *a, **k: calls.append(1) or original(*a, **k))
     torch.testing.assert_close(ours(x, index, dim_size=15), expected)
     assert len(calls) == 1
 
@@ -139,10 +139,16 @@ def test_usable_as_aggr_of_any_message_passing(name):
 
 def test_bad_index_raises_value_error():
     x = torch.randn(4, 2)
-    with pytest.raises(ValueError, match="outside"):
+    with pytest.raises(ValueError, match="invalid 'dim_size'"):  # PyG's
         aggr.SumAggregation()(x, torch.tensor([0, 1, 5, 1]), dim_size=3)
-    with pytest.raises(ValueError, match="unknown aggregation"):
-        aggr.MultiAggregation(["mean", "median"])
+    with pytest.raises(ValueError, match="negative"):
+        aggr.SumAggregation()(x, torch.tensor([0, -1, 2, 1]), dim_size=3)
+    with pytest.raises(ValueError, match="4 messages"):
+        aggr.SumAggregation()(x, torch.tensor([0, 1, 2]), dim_size=3)
+    with pytest.raises(ValueError, match="ptr"):
+        aggr.SumAggregation()(x, ptr=torch.tensor([0, 2, 9]))
+    with pytest.raises(ValueError, match="resolve"):
+        aggr.MultiAggregation(["mean", "no_such_aggregation"])
     with pytest.raises(ValueError, match="unknown statistic"):
         segment_stats(x, torch.tensor([0, 4]), ["median"])
 

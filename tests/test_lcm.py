@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch_geometric.nn import MessagePassing
 
-from gnnagg.nn.aggr import LCMAggregation, RecurrentAggregation, SymmetricGRU
+from gnnagg.nn.aggr import LCMAggregation, RecurrentAggregation
 from gnnagg.ops import csr_from_index, segment_tree_reduce
 
 
@@ -89,7 +89,7 @@ def test_gru_tree_matches_per_node_python_loop():
     out = aggr(x, index, dim_size=num_nodes)
     projected = aggr.lin(x).relu()
     expected = torch.stack([
-        reference_tree(projected[index == i], aggr.operator)
+        reference_tree(projected[index == i], aggr.combine)
         if bool((index == i).any()) else aggr.identity
         for i in range(num_nodes)])
     torch.testing.assert_close(out, expected)
@@ -116,7 +116,7 @@ def test_gradcheck_and_identity_gets_gradient():
 def test_symmetrised_operators_are_commutative():
     a, b = torch.randn(5, 4), torch.randn(5, 4)
     for operator in ("gru", "mlp"):
-        op = LCMAggregation(4, 4, operator=operator).operator
+        op = LCMAggregation(4, 4, operator=operator).combine
         torch.testing.assert_close(op(a, b), op(b, a))
 
 
@@ -175,7 +175,21 @@ def test_bad_arguments():
         LCMAggregation(3, 4, operator="lstm")
     with pytest.raises(ValueError, match="expected messages"):
         LCMAggregation(3, 4)(torch.randn(5, 2), torch.zeros(5, dtype=torch.long))
-    assert isinstance(LCMAggregation(3, 4).operator, SymmetricGRU)
+    assert isinstance(LCMAggregation(3, 4).gru_cell, torch.nn.GRUCell)
+
+
+def test_pyg_weights_load_and_the_tree_matches_pyg_without_padding():
+    from torch_geometric.nn.aggr import LCMAggregation as PyGLCM
+    theirs = PyGLCM(3, 4)
+    ours = LCMAggregation(3, 4)
+    assert set(ours.state_dict()) == set(theirs.state_dict()) | {"identity"}
+    ours.load_state_dict(theirs.state_dict())
+    assert torch.equal(ours.identity, torch.zeros(4))  # PyG's padding
+    # every node of degree 4 (a power of two): PyG pads nothing, so both
+    # trees pair the same messages and agree exactly
+    index = torch.arange(5).repeat_interleave(4)
+    x = torch.randn(20, 3)
+    torch.testing.assert_close(ours(x, index), theirs(x, index))
 
 
 def test_checkpointed_tree_gives_same_values_and_gradients():

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 BACKENDS = ("auto", "torch", "torch_scatter")
-REDUCTIONS = ("sum", "mean", "max", "min")
+REDUCTIONS = ("sum", "mean", "max", "min", "prod")
 
 #: ``(reduction, device type)`` pairs where ``segment_csr`` of torch-scatter
 #: beat ``torch.segment_reduce`` in ``benchmarks/backends.py`` (torch 2.13,
@@ -61,19 +61,20 @@ def segment_reduce(src: Tensor, rowptr: Tensor, reduce: str) -> Tensor:
 
     .. math::
         \mathrm{out}_i = \bigoplus_{k=\mathrm{rowptr}_i}^{\mathrm{rowptr}_{i+1}-1}
-        \mathrm{src}_k, \qquad \oplus \in \{\sum, \mathrm{mean}, \max, \min\}
+        \mathrm{src}_k, \qquad \oplus \in \{\sum, \mathrm{mean}, \max, \min,
+        \prod\}
 
-    Empty segments give 0. Differentiable.
+    Empty segments give 0 (1 for the product). Differentiable.
     """
     if reduce not in REDUCTIONS:
         raise ValueError(f"unknown reduction {reduce!r}; choose one of "
                          f"{REDUCTIONS}")
-    if uses_torch_scatter(reduce, src.device):
+    if reduce != "prod" and uses_torch_scatter(reduce, src.device):
         import torch_scatter
         return torch_scatter.segment_csr(src, rowptr, reduce=reduce)
     out = torch.segment_reduce(src, reduce, offsets=rowptr, axis=0,
                                unsafe=True)
-    if reduce == "sum":
+    if reduce in ("sum", "prod"):
         return out
     nonempty = (rowptr.diff() > 0).view((-1,) + (1,) * (src.dim() - 1))
     return torch.where(nonempty, out, out.new_zeros(()))

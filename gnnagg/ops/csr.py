@@ -229,12 +229,25 @@ def csr_view(edge_index: Tensor, num_src: int, num_dst: Optional[int] = None,
 
 
 def csr_from_index(index: Optional[Tensor], num_segments: int,
-                   ptr: Optional[Tensor] = None) -> CSRGraph:
+                   ptr: Optional[Tensor] = None,
+                   num_messages: Optional[int] = None) -> CSRGraph:
     """The grouping of messages by their destination ``index`` as a CSR view
     whose "sources" are the messages themselves (``col = perm``). With a
-    ``ptr`` the messages are already grouped and nothing is sorted."""
+    ``ptr`` the messages are already grouped and nothing is sorted.
+
+    ``num_messages``, when given, must match ``index`` (one entry per
+    message) or ``ptr[-1]``; an index past ``num_segments`` raises
+    ``IndexError``, which PyG's ``Aggregation`` turns into its "invalid
+    'dim_size'" error."""
     if ptr is not None:
-        ids = torch.arange(int(ptr[-1]), device=ptr.device)
+        total = int(ptr[-1]) if ptr.numel() else 0
+        if ptr.dim() != 1 or ptr.numel() == 0 or (
+                num_messages is not None and total != num_messages):
+            raise ValueError(f"ptr must be a 1-D tensor of segment offsets "
+                             f"ending at the number of messages "
+                             f"({num_messages}), got shape "
+                             f"{tuple(ptr.shape)} ending at {total}")
+        ids = torch.arange(total, device=ptr.device)
         return CSRGraph(ptr, ids, ids, ids.numel(), ptr.numel() - 1)
     if index is None:
         raise ValueError("an aggregation needs the destination index of "
@@ -242,9 +255,16 @@ def csr_from_index(index: Optional[Tensor], num_segments: int,
     if index.dim() != 1 or index.dtype not in (torch.long, torch.int32):
         raise ValueError("index must be a 1-D integer tensor, got shape "
                          f"{tuple(index.shape)} and dtype {index.dtype}")
-    if index.numel() and (int(index.min()) < 0 or
-                          int(index.max()) >= num_segments):
-        raise ValueError(f"index holds values outside [0, {num_segments})")
+    if num_messages is not None and index.numel() != num_messages:
+        raise ValueError(f"index has {index.numel()} entries, but there are "
+                         f"{num_messages} messages (one entry each)")
+    if index.numel():
+        lo, hi = torch.aminmax(index)
+        if int(lo) < 0:
+            raise ValueError(f"index holds a negative value ({int(lo)})")
+        if int(hi) >= num_segments:
+            raise IndexError(f"index holds {int(hi)}, outside [0, "
+                             f"{num_segments})")
     index = index.long()
     perm = torch.argsort(index, stable=True)
     counts = torch.bincount(index, minlength=num_segments)

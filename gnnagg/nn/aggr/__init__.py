@@ -2,10 +2,9 @@
 gnnagg's segment kernels."""
 from .base import SegmentAggregation
 from .basic import (MaxAggregation, MeanAggregation, MinAggregation,
-                    StatAggregation, StdAggregation, SumAggregation,
-                    VarAggregation)
-from .lcm import (LCMAggregation, RecurrentAggregation, SymmetricGRU,
-                  SymmetricMLP)
+                    MulAggregation, StatAggregation, StdAggregation,
+                    SumAggregation, VarAggregation)
+from .lcm import LCMAggregation, RecurrentAggregation, SymmetricMLP
 from .multi import MultiAggregation, resolve_aggregation
 from .power_mean import PowerMeanAggregation
 from .scaler import DegreeScalerAggregation, degree_histogram
@@ -14,9 +13,10 @@ from .topm import TopMAttentionAggregation
 
 __all__ = [
     "SegmentAggregation", "StatAggregation", "SumAggregation",
-    "MeanAggregation", "MinAggregation", "MaxAggregation", "VarAggregation",
+    "MeanAggregation", "MinAggregation", "MaxAggregation", "MulAggregation",
+    "VarAggregation",
     "StdAggregation", "SoftmaxAggregation", "PowerMeanAggregation",
     "MultiAggregation", "DegreeScalerAggregation", "degree_histogram",
     "resolve_aggregation", "LCMAggregation", "RecurrentAggregation",
-    "SymmetricGRU", "SymmetricMLP", "TopMAttentionAggregation",
+    "SymmetricMLP", "TopMAttentionAggregation",
 ]

@@ -3,10 +3,29 @@ from __future__ import annotations
 
 from typing import Optional
 
+import torch
 from torch import Tensor
 from torch_geometric.nn.aggr import Aggregation
 
 from ...ops import CSRGraph, csr_from_index
+
+
+def require_index(index: Optional[Tensor]) -> None:
+    """PyG's rule for aggregations that need ``index`` (not ``ptr``)."""
+    if index is None:
+        raise NotImplementedError("Aggregation requires 'index' to be "
+                                  "specified")
+
+
+def infer_dim_size(index: Optional[Tensor], ptr: Optional[Tensor],
+                   dim_size: Optional[int]) -> int:
+    """``dim_size`` as PyG's ``Aggregation.__call__`` infers it (a scripted
+    module's call skips ``__call__``)."""
+    if dim_size is not None:
+        return dim_size
+    if ptr is not None:
+        return ptr.numel() - 1
+    return int(index.max()) + 1 if index is not None and index.numel() else 0
 
 
 class SegmentAggregation(Aggregation):
@@ -15,18 +34,35 @@ class SegmentAggregation(Aggregation):
 
     Usable as ``aggr=`` of any :class:`MessagePassing`. Subclasses implement
     :meth:`reduce_segments`; layers that already hold messages in CSR order
-    call it directly and skip the grouping.
+    call it directly and skip the grouping. gnnagg's aggregations that carry
+    a PyG name also derive from PyG's class of that name (constructor,
+    ``repr``, checks and ``isinstance`` are PyG's); only the computation is
+    gnnagg's.
+
+    Under ``torch.jit.script`` every method of a subclass stays Python
+    (:func:`torch.jit.ignore`): the scripted module runs, as PyG's tests
+    ask, but cannot be saved.
     """
 
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        for name, value in vars(cls).items():
+            if callable(value) and not name.startswith("__") and \
+                    not isinstance(value, type):
+                torch.jit.ignore(value)
+
+    @torch.jit.ignore
     def forward(self, x: Tensor, index: Optional[Tensor] = None,
                 ptr: Optional[Tensor] = None, dim_size: Optional[int] = None,
                 dim: int = -2) -> Tensor:
         x = x.movedim(dim, 0)
-        csr = csr_from_index(index, dim_size, ptr)
+        dim_size = infer_dim_size(index, ptr, dim_size)
+        csr = csr_from_index(index, dim_size, ptr, num_messages=x.size(0))
         if ptr is None:
             x = x.index_select(0, csr.perm)
         return self.reduce_segments(x, csr).movedim(0, dim)
 
+    @torch.jit.ignore
     def reduce_segments(self, x: Tensor, csr: CSRGraph) -> Tensor:
         """Reduce ``x`` (messages in CSR order, dim 0) to one row per
         destination of ``csr``; destinations without messages get 0."""

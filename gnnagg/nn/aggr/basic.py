@@ -1,14 +1,21 @@
-r"""Sum, mean, min, max, variance and standard deviation of the messages."""
+r"""Sum, mean, min, max, product, variance and standard deviation of the
+messages, as PyG's aggregations of the same names."""
 from __future__ import annotations
 
-from torch import Tensor
+from typing import Optional
 
-from ...ops import CSRGraph, segment_stats
-from .base import SegmentAggregation
+import torch
+from torch import Tensor
+from torch_geometric.nn import aggr as pyg_aggr
+
+from ...ops import CSRGraph, segment_reduce, segment_stats
+from .base import SegmentAggregation, require_index
 
 
 class StatAggregation(SegmentAggregation):
-    r"""One statistic of :func:`gnnagg.ops.segment_stats` per destination."""
+    r"""One statistic of :func:`gnnagg.ops.segment_stats` per destination;
+    several of them share two segment passes inside
+    :class:`MultiAggregation`."""
 
     statistic: str
 
@@ -16,32 +23,47 @@ class StatAggregation(SegmentAggregation):
         return segment_stats(x, csr.rowptr, [self.statistic])[self.statistic]
 
 
-class SumAggregation(StatAggregation):
+class SumAggregation(StatAggregation, pyg_aggr.SumAggregation):
     r""":math:`\sum_{j} \mathbf{x}_j`."""
     statistic = "sum"
 
 
-class MeanAggregation(StatAggregation):
+class MeanAggregation(StatAggregation, pyg_aggr.MeanAggregation):
     r""":math:`\frac{1}{d_i}\sum_{j} \mathbf{x}_j`."""
     statistic = "mean"
 
 
-class MaxAggregation(StatAggregation):
+class MaxAggregation(StatAggregation, pyg_aggr.MaxAggregation):
     r""":math:`\max_{j} \mathbf{x}_j` (feature-wise)."""
     statistic = "max"
 
 
-class MinAggregation(StatAggregation):
+class MinAggregation(StatAggregation, pyg_aggr.MinAggregation):
     r""":math:`\min_{j} \mathbf{x}_j` (feature-wise)."""
     statistic = "min"
 
 
-class VarAggregation(StatAggregation):
-    r""":math:`\max(0, \mathrm{mean}(\mathbf{x}^2) - \mathrm{mean}(\mathbf{x})^2)`."""
+class VarAggregation(StatAggregation, pyg_aggr.VarAggregation):
+    r""":math:`\max(0, \mathrm{mean}(\mathbf{x}^2) - \mathrm{mean}(\mathbf{x})^2)`
+    (PyG's ``semi_grad`` is accepted; gradients are always exact)."""
     statistic = "var"
 
 
-class StdAggregation(StatAggregation):
+class StdAggregation(StatAggregation, pyg_aggr.StdAggregation):
     r""":math:`\sqrt{\mathrm{var}}`, 0 (with zero gradient) where the
     variance is at most :data:`gnnagg.ops.statistics.STD_EPS`."""
     statistic = "std"
+
+
+class MulAggregation(SegmentAggregation, pyg_aggr.MulAggregation):
+    r""":math:`\prod_{j} \mathbf{x}_j` (feature-wise); 1 for nodes without
+    messages. As PyG's, it needs ``index`` (``ptr`` alone raises)."""
+
+    def forward(self, x: Tensor, index: Optional[Tensor] = None,
+                ptr: Optional[Tensor] = None, dim_size: Optional[int] = None,
+                dim: int = -2) -> Tensor:
+        require_index(index)
+        return super().forward(x, index, None, dim_size, dim)
+
+    def reduce_segments(self, x: Tensor, csr: CSRGraph) -> Tensor:
+        return segment_reduce(x, csr.rowptr, "prod")

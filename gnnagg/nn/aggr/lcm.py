@@ -7,25 +7,13 @@ from typing import Optional, Union
 import torch
 from torch import Tensor
 from torch.nn import GRU, LSTM, GRUCell, Module, Parameter
+from torch_geometric.nn import aggr as pyg_aggr
+from torch_geometric.nn.aggr import Aggregation
 from torch_geometric.nn.dense.linear import Linear
 from torch_geometric.nn.inits import reset
 
 from ...ops import CSRGraph, segment_tree_reduce
 from .base import SegmentAggregation
-
-
-class SymmetricGRU(Module):
-    r"""A GRU cell made commutative by symmetrisation:
-    :math:`a \oplus b = \tfrac12\big(\mathrm{GRU}(a, b) + \mathrm{GRU}(b,
-    a)\big)`, input first, hidden state second (the paper's operator)."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.gru_cell = GRUCell(channels, channels)
-
-    def forward(self, a: Tensor, b: Tensor) -> Tensor:
-        both = self.gru_cell(torch.cat([a, b]), torch.cat([b, a]))
-        return both.view(2, a.size(0), -1).mean(0)
 
 
 class SymmetricMLP(Module):
@@ -45,39 +33,54 @@ class SymmetricMLP(Module):
         return both.view(2, a.size(0), -1).mean(0)
 
 
-OPERATORS = {"gru": SymmetricGRU, "mlp": SymmetricMLP}
-
-
-class LCMAggregation(SegmentAggregation):
-    r"""Aggregates each neighbourhood with a learned binary operator
-    :math:`\oplus` over a balanced binary tree
-    (:func:`gnnagg.ops.segment_tree_reduce`):
+class LCMAggregation(SegmentAggregation, pyg_aggr.LCMAggregation):
+    r"""The learnable commutative monoid aggregation of "Learnable
+    Commutative Monoids for Graph Neural Networks" (Ong and Velickovic,
+    2022, https://arxiv.org/abs/2212.08541): each neighbourhood is reduced
+    with a learned binary operator :math:`\oplus` over a balanced binary
+    tree (:func:`gnnagg.ops.segment_tree_reduce`):
 
     .. math::
         \mathbf{out}_i = \bigoplus_{j \in \mathcal{N}(i)}
         \mathrm{ReLU}(\mathbf{W} \mathbf{x}_j + \mathbf{b}),
-        \qquad \mathbf{out}_i = \mathbf{e} \text{ if } \mathcal{N}(i) =
-        \emptyset
+        \qquad a \oplus b = \tfrac12\big(\mathrm{GRU}(a, b) +
+        \mathrm{GRU}(b, a)\big)
 
-    :math:`O(\log d)` sequential depth instead of a recurrent aggregator's
-    :math:`O(d)`; :math:`d - 1` operator calls for a node of degree
-    :math:`d`; :math:`O(EF)` memory (no padding to the largest
-    neighbourhood, unlike :class:`torch_geometric.nn.aggr.LCMAggregation`).
-    The identity :math:`\mathbf{e}` is learned. The operator is commutative;
-    it is associative only approximately, so the result depends on the order
-    of messages within a neighbourhood (edge order) as in the paper.
+    (GRU cell: input first, hidden state second). :math:`O(\log d)`
+    sequential depth instead of a recurrent aggregator's :math:`O(d)`;
+    :math:`d - 1` operator calls for a node of degree :math:`d`;
+    :math:`O(EF)` memory.
+
+    Deliberate difference from PyG's ``LCMAggregation``, which pads every
+    neighbourhood with zeros to the largest degree and feeds the zeros
+    through the operator: gnnagg reduces only the real messages, and nodes
+    without messages get a learned identity :math:`\mathbf{e}`
+    (``identity``). Parameter names (``lin``, ``gru_cell``) and ``repr``
+    are PyG's, so a PyG state dict loads (its missing ``identity`` is set
+    to 0, PyG's padding value); outputs differ wherever PyG pads. The
+    operator is commutative and only approximately associative, so the
+    result depends on the order of messages within a neighbourhood.
 
     Args:
-        in_channels, out_channels: message and output sizes.
-        project: apply :math:`\mathrm{ReLU}(\mathbf{W}\cdot + \mathbf{b})`
-            first (required when the sizes differ).
-        operator: ``"gru"`` (symmetrised GRU cell), ``"mlp"`` (symmetrised
-            MLP), or any module mapping two ``(P, out_channels)`` tensors to
-            one.
-        checkpoint: recompute the operator in backward instead of keeping
-            its intermediates (about 1.35x the time, a fraction of the
-            memory); ``None`` turns it on when the messages hold more than
-            :attr:`CHECKPOINT_ABOVE` values.
+        in_channels (int): message size.
+        out_channels (int): output size.
+        project (bool, optional): apply :math:`\mathrm{ReLU}(\mathbf{W}\cdot
+            + \mathbf{b})` first (required when the sizes differ).
+            (default: ``True``)
+        operator (str or Module, optional): ``"gru"`` (the symmetrised GRU
+            cell above), ``"mlp"`` (:class:`SymmetricMLP`), or any module
+            mapping two ``(P, out_channels)`` tensors to one.
+            (default: ``"gru"``)
+        checkpoint (bool, optional): recompute the operator in backward
+            instead of keeping its intermediates (about 1.35x the time, a
+            fraction of the memory); ``None`` turns it on when the messages
+            hold more than :attr:`CHECKPOINT_ABOVE` values.
+            (default: ``None``)
+
+    Shapes:
+        - **input:** messages :math:`(E, F_{in})`, destination index
+          :math:`(E)`
+        - **output:** :math:`(N, F_{out})`
     """
 
     #: message values (``E x out_channels``) above which ``checkpoint=None``
@@ -90,27 +93,53 @@ class LCMAggregation(SegmentAggregation):
                  project: bool = True,
                  operator: Union[str, Module] = "gru",
                  checkpoint: Optional[bool] = None):
-        super().__init__()
+        Aggregation.__init__(self)
         if in_channels != out_channels and not project:
-            raise ValueError("in_channels != out_channels needs project=True")
+            raise ValueError(f"Inputs of '{self.__class__.__name__}' must be "
+                             f"projected if `in_channels != out_channels`")
         self.in_channels, self.out_channels = in_channels, out_channels
         self.project = project
         self.checkpoint = checkpoint
         self.lin = Linear(in_channels, out_channels) if project else None
-        if isinstance(operator, str):
-            if operator not in OPERATORS:
-                raise ValueError(f"unknown operator {operator!r}; choose from "
-                                 f"{sorted(OPERATORS)} or pass a Module")
-            operator = OPERATORS[operator](out_channels)
-        self.operator = operator
+        self.gru_cell = self.operator = None
+        if operator == "gru":
+            self.gru_cell = GRUCell(out_channels, out_channels)
+        elif operator == "mlp":
+            self.operator = SymmetricMLP(out_channels)
+        elif isinstance(operator, Module):
+            self.operator = operator
+        else:
+            raise ValueError(f"unknown operator {operator!r}; choose 'gru', "
+                             "'mlp' or pass a Module")
         self.identity = Parameter(torch.empty(out_channels))
+        self._register_load_state_dict_pre_hook(self._identity_default)
         self.reset_parameters()
 
     def reset_parameters(self):
         if self.lin is not None:
             self.lin.reset_parameters()
-        reset(self.operator)
+        reset(self.gru_cell if self.operator is None else self.operator)
         torch.nn.init.zeros_(self.identity)
+
+    def _identity_default(self, state_dict, prefix, *args) -> None:
+        """A PyG state dict has no ``identity``: use PyG's padding, 0."""
+        state_dict.setdefault(prefix + "identity",
+                              torch.zeros_like(self.identity))
+
+    def combine(self, a: Tensor, b: Tensor) -> Tensor:
+        """:math:`a \oplus b` for two ``(P, out_channels)`` batches."""
+        if self.operator is not None:
+            return self.operator(a, b)
+        both = self.gru_cell(torch.cat([a, b]), torch.cat([b, a]))
+        return both.view(2, a.size(0), -1).mean(0)
+
+    def forward(self, x: Tensor, index: Optional[Tensor] = None,
+                ptr: Optional[Tensor] = None, dim_size: Optional[int] = None,
+                dim: int = -2, max_num_elements: Optional[int] = None
+                ) -> Tensor:
+        r"""As PyG's; ``max_num_elements`` is accepted and unused (nothing
+        is padded)."""
+        return super().forward(x, index, ptr, dim_size, dim)
 
     def reduce_segments(self, x: Tensor, csr: CSRGraph) -> Tensor:
         if x.dim() != 2 or x.size(1) != self.in_channels:
@@ -121,13 +150,14 @@ class LCMAggregation(SegmentAggregation):
         checkpoint = (x.numel() > self.CHECKPOINT_ABOVE
                       if self.checkpoint is None else self.checkpoint)
         return segment_tree_reduce(
-            x, csr.rowptr, self.operator, self.identity,
+            x, csr.rowptr, self.combine, self.identity,
             self.CHECKPOINT_PAIRS if checkpoint else None)
 
     def __repr__(self) -> str:
+        operator = ("" if self.operator is None else
+                    f", operator={type(self.operator).__name__}")
         return (f"{self.__class__.__name__}({self.in_channels}, "
-                f"{self.out_channels}, operator="
-                f"{type(self.operator).__name__})")
+                f"{self.out_channels}, project={self.project}{operator})")
 
 
 class RecurrentAggregation(SegmentAggregation):

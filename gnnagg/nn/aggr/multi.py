@@ -1,93 +1,107 @@
-r"""Several aggregations of the same messages, computed together."""
+r"""Several aggregations of the same messages, computed together, and
+resolving aggregations by name."""
 from __future__ import annotations
 
+import sys
 from typing import Any, Dict, List, Optional, Union
 
 import torch
 from torch import Tensor
 from torch_geometric.nn.aggr import Aggregation
+from torch_geometric.nn.aggr import MultiAggregation as PyGMultiAggregation
+from torch_geometric.nn.resolver import aggregation_resolver
+from torch_geometric.resolver import resolver
 
 from ...ops import CSRGraph, segment_stats
 from .base import SegmentAggregation
-from .basic import (MaxAggregation, MeanAggregation, MinAggregation,
-                    StatAggregation, StdAggregation, SumAggregation,
-                    VarAggregation)
-from .power_mean import PowerMeanAggregation
-from .softmax import SoftmaxAggregation
-
-AGGREGATIONS = {
-    "sum": SumAggregation, "add": SumAggregation, "mean": MeanAggregation,
-    "min": MinAggregation, "max": MaxAggregation, "var": VarAggregation,
-    "std": StdAggregation, "softmax": SoftmaxAggregation,
-    "powermean": PowerMeanAggregation,
-}
+from .basic import StatAggregation
 
 
-def resolve_aggregation(aggr: Union[str, Aggregation],
+def resolve_aggregation(aggr: Union[str, Aggregation, List],
                         **kwargs) -> Aggregation:
-    """An aggregation module from its name (``"mean"``, ``"std"``,
-    ``"softmax"``, ...) or the module itself."""
-    if isinstance(aggr, Aggregation):
+    r"""An aggregation module from its name, as PyG's
+    ``aggregation_resolver`` (``"mean"``, ``"add"``, ``"power_mean"``,
+    ``"SoftmaxAggregation"``, ...): gnnagg's class where gnnagg has one,
+    else PyG's; a list gives a :class:`MultiAggregation`; a module is
+    returned as it is."""
+    if isinstance(aggr, (list, tuple)):
+        return MultiAggregation(list(aggr), **kwargs)
+    if not isinstance(aggr, str):
         return aggr
-    if not isinstance(aggr, str) or aggr.lower() not in AGGREGATIONS:
-        raise ValueError(f"unknown aggregation {aggr!r}; choose one of "
-                         f"{sorted(AGGREGATIONS)} or pass an Aggregation")
-    return AGGREGATIONS[aggr.lower()](**kwargs)
+    package = sys.modules[__package__]
+    ours = [cls for cls in vars(package).values()
+            if isinstance(cls, type) and issubclass(cls, SegmentAggregation)]
+    try:
+        return resolver(ours, {"add": package.SumAggregation}, aggr,
+                        Aggregation, None, **kwargs)
+    except ValueError:
+        return aggregation_resolver(aggr, **kwargs)
 
 
-class MultiAggregation(SegmentAggregation):
-    r"""Concatenates several aggregations of the same messages:
-    :math:`[\mathrm{aggr}_1(\mathcal{X}) \,\|\, \dots \,\|\,
-    \mathrm{aggr}_k(\mathcal{X})]`.
+class MultiAggregation(SegmentAggregation, PyGMultiAggregation):
+    r"""Combines several aggregations of the same messages, as PyG's
+    :class:`~torch_geometric.nn.aggr.MultiAggregation`: concatenated
+    (``mode="cat"``), projected (``"proj"``), attention-weighted
+    (``"attn"``) or reduced across aggregations (``"sum"``, ``"mean"``,
+    ``"max"``, ``"min"``, ``"logsumexp"``, ``"std"``, ``"var"``).
 
-    The messages are grouped by destination once for all of them, and every
-    statistic (sum, mean, min, max, var, std) comes from one shared call of
-    :func:`gnnagg.ops.segment_stats`: ``["mean", "min", "max", "std"]`` takes
-    two segment passes where separate aggregations take five. Other gnnagg
-    aggregations reuse the grouping; foreign PyG aggregations get the
-    original messages.
+    The messages are grouped by destination once for all aggregations, and
+    the statistics among them (sum, mean, min, max, var, std) share two
+    fused segment passes of :func:`gnnagg.ops.segment_stats`:
+    ``["mean", "min", "max", "std"]`` takes two passes where separate
+    aggregations take five. Names resolve to gnnagg's aggregations
+    (:func:`resolve_aggregation`); PyG's aggregation modules can be mixed in
+    and get the original messages.
 
     Args:
-        aggrs: names or :class:`Aggregation` modules.
-        aggrs_kwargs: constructor arguments for the named ones.
-        mode: only ``"cat"`` (concatenate along the feature dimension).
+        aggrs (list): names or :class:`Aggregation` modules.
+        aggrs_kwargs (list of dict, optional): constructor arguments for the
+            named ones. (default: ``None``)
+        mode (str, optional): how results are combined. (default: ``"cat"``)
+        mode_kwargs (dict, optional): ``in_channels``, ``out_channels`` and
+            ``num_heads`` of the ``"proj"`` and ``"attn"`` modes.
+            (default: ``None``)
+
+    Shapes:
+        - **input:** messages :math:`(E, F)`, destination index :math:`(E)`
+        - **output:** :math:`(N, F')`, :math:`F' = |\mathrm{aggrs}| F` for
+          ``"cat"``, ``out_channels`` for ``"proj"``/``"attn"``, else
+          :math:`F`
     """
 
-    def __init__(self, aggrs: List[Union[str, Aggregation]],
+    def __init__(self, aggrs: List[Union[Aggregation, str]],
                  aggrs_kwargs: Optional[List[Dict[str, Any]]] = None,
-                 mode: str = "cat"):
-        super().__init__()
-        if not isinstance(aggrs, (list, tuple)) or not aggrs:
-            raise ValueError("aggrs must be a non-empty list of aggregations")
-        if mode != "cat":
-            raise ValueError(f"mode {mode!r} is not supported; use 'cat'")
-        if aggrs_kwargs is not None and len(aggrs_kwargs) != len(aggrs):
-            raise ValueError("aggrs_kwargs needs one entry per aggregation")
-        kwargs = aggrs_kwargs or [{}] * len(aggrs)
-        self.aggrs = torch.nn.ModuleList(
-            resolve_aggregation(a, **kw) for a, kw in zip(aggrs, kwargs))
-        self.mode = mode
-
-    def reset_parameters(self):
-        for aggr in self.aggrs:
-            aggr.reset_parameters()
+                 mode: Optional[str] = "cat",
+                 mode_kwargs: Optional[Dict[str, Any]] = None):
+        if isinstance(aggrs, (list, tuple)) and aggrs and (
+                aggrs_kwargs is None or len(aggrs_kwargs) == len(aggrs)):
+            aggrs = [resolve_aggregation(aggr, **kwargs) for aggr, kwargs in
+                     zip(aggrs, aggrs_kwargs or [{}] * len(aggrs))]
+            aggrs_kwargs = None
+        PyGMultiAggregation.__init__(self, aggrs, aggrs_kwargs, mode,
+                                     mode_kwargs)
 
     def forward(self, x: Tensor, index: Optional[Tensor] = None,
                 ptr: Optional[Tensor] = None, dim_size: Optional[int] = None,
                 dim: int = -2) -> Tensor:
         if all(isinstance(a, SegmentAggregation) for a in self.aggrs):
-            return super().forward(x, index, ptr, dim_size, dim)
-        return torch.cat([a(x, index, ptr, dim_size, dim)
-                          for a in self.aggrs], dim=-1)
+            return SegmentAggregation.forward(self, x, index, ptr, dim_size,
+                                              dim)
+        return self.combine([a(x, index, ptr, dim_size, dim)
+                             for a in self.aggrs])
+
+    def combine(self, inputs: List[Tensor]) -> Tensor:
+        """PyG's combination of the aggregations' outputs by ``mode``
+        (``"sum"``, ``"std"``, ...: that ``torch`` reduction across them)."""
+        if len(inputs) == 1 or self.mode in ("cat", "proj", "attn"):
+            return PyGMultiAggregation.combine(self, inputs)
+        out = getattr(torch, self.mode)(torch.stack(inputs), dim=0)
+        return out if isinstance(out, Tensor) else out[0]
 
     def reduce_segments(self, x: Tensor, csr: CSRGraph) -> Tensor:
         wanted = [a.statistic for a in self.aggrs
                   if isinstance(a, StatAggregation)]
         stats = segment_stats(x, csr.rowptr, wanted) if wanted else {}
-        return torch.cat([
+        return self.combine([
             stats[a.statistic] if isinstance(a, StatAggregation)
-            else a.reduce_segments(x, csr) for a in self.aggrs], dim=-1)
-
-    def __repr__(self) -> str:
-        inner = ", ".join(repr(a) for a in self.aggrs)
-        return f"{self.__class__.__name__}([{inner}], mode={self.mode})"
+            else a.reduce_segments(x, csr) for a in self.aggrs])

@@ -1,54 +1,52 @@
 r"""Power mean of the messages with a (learnable) exponent."""
 from __future__ import annotations
 
-from typing import Optional
-
-import torch
 from torch import Tensor
-from torch.nn import Parameter
+from torch_geometric.nn import aggr as pyg_aggr
 
 from ...ops import CSRGraph, segment_reduce
 from .base import SegmentAggregation
 
 
-class PowerMeanAggregation(SegmentAggregation):
-    r"""The power mean (DeeperGCN):
+class PowerMeanAggregation(SegmentAggregation,
+                           pyg_aggr.PowerMeanAggregation):
+    r"""The power mean (DeeperGCN, Li et al., 2020):
 
     .. math::
         \mathbf{out}_i = \Big(\frac{1}{d_i}\sum_j \mathbf{x}_j^{p}\Big)^{1/p}
 
-    with inputs and output clamped to ``[clamp_min, clamp_max]`` (as PyG's
-    ``PowerMeanAggregation``) so that fractional powers stay real. Nodes
-    without messages get 0 (PyG gives them ``clamp_min ** (1/p)``).
+    with inputs and output clamped to ``[clamp_min, clamp_max]`` (as PyG's)
+    so that fractional powers stay real.
+
+    Deliberate difference from PyG: nodes without messages get 0 (PyG gives
+    them ``clamp_min ** (1/p)``), as every other gnnagg aggregation.
+
+    Args:
+        p (float, optional): initial power. (default: ``1.0``)
+        learn (bool, optional): learn :math:`p`. (default: ``False``)
+        channels (int, optional): learn one :math:`p` per feature channel
+            (with ``learn``). (default: ``1``)
+        clamp_min (float, optional): lower clamp (``None``: none).
+            (default: ``1e-4``)
+        clamp_max (float, optional): upper clamp (``None``: none).
+            (default: ``100.0``)
+
+    Shapes:
+        - **input:** messages :math:`(E, F)`, destination index :math:`(E)`
+        - **output:** :math:`(N, F)`
     """
 
-    def __init__(self, p: float = 1.0, learn: bool = False, channels: int = 1,
-                 clamp_min: Optional[float] = 1e-4,
-                 clamp_max: Optional[float] = 100.0):
-        super().__init__()
-        if not learn and channels != 1:
-            raise ValueError("channels > 1 needs learn=True")
-        self._init_p = p
-        self.learn = learn
-        self.channels = channels
-        self.p = Parameter(torch.empty(channels)) if learn else p
-        self.clamp_min, self.clamp_max = clamp_min, clamp_max
-        self.reset_parameters()
-
-    def reset_parameters(self):
-        if isinstance(self.p, Tensor):
-            self.p.data.fill_(self._init_p)
-
     def reduce_segments(self, x: Tensor, csr: CSRGraph) -> Tensor:
-        identity = not isinstance(self.p, Tensor) and self.p == 1
+        p = self.p
+        if self.channels != 1:
+            assert isinstance(p, Tensor)
+            p = p.view(-1, self.channels)
+        identity = isinstance(p, (int, float)) and p == 1
         if not identity:
-            x = x.clamp(self.clamp_min, self.clamp_max).pow(self.p)
+            x = x.clamp(self.min_value, self.max_value).pow(p)
         out = segment_reduce(x, csr.rowptr, "mean")
         if not identity:
-            out = out.clamp(self.clamp_min, self.clamp_max).pow(1.0 / self.p)
+            out = out.clamp(self.min_value, self.max_value).pow(1.0 / p)
             nonempty = (csr.degree > 0).view((-1,) + (1,) * (x.dim() - 1))
             out = out * nonempty
         return out
-
-    def __repr__(self) -> str:
-        return f"{self.__class__.__name__}(learn={self.learn})"

@@ -5,10 +5,11 @@ from typing import Any, Dict, Iterable, List, Optional, Union
 
 import torch
 from torch import Tensor
+from torch_geometric.nn import aggr as pyg_aggr
 from torch_geometric.nn.aggr import Aggregation
 
 from ...ops import CSRGraph
-from .base import SegmentAggregation
+from .base import SegmentAggregation, infer_dim_size, require_index
 from .multi import MultiAggregation, resolve_aggregation
 
 SCALERS = ("identity", "amplification", "attenuation", "linear",
@@ -31,7 +32,8 @@ def degree_histogram(graphs: Iterable) -> Tensor:
     return hist
 
 
-class DegreeScalerAggregation(SegmentAggregation):
+class DegreeScalerAggregation(SegmentAggregation,
+                               pyg_aggr.DegreeScalerAggregation):
     r"""Aggregations multiplied by degree scalers, concatenated:
 
     .. math::
@@ -43,21 +45,32 @@ class DegreeScalerAggregation(SegmentAggregation):
     :math:`d/\bar d` (linear) and :math:`\bar d/d` (inverse_linear), where
     :math:`\delta` and :math:`\bar d` are the mean of :math:`\log(d+1)` and of
     :math:`d` over the training degree histogram ``deg``. Degrees below 1
-    are clamped to 1 where they divide. Parameter and buffer names follow
-    PyG's ``DegreeScalerAggregation``.
+    are clamped to 1 where they divide. Parameter and buffer names, ``repr``
+    and the need for ``index`` (``ptr`` alone raises
+    ``NotImplementedError``) are PyG's; unlike PyG's, unknown scalers and
+    empty or negative histograms are refused at construction.
 
     Args:
-        aggr: one aggregation (name or module) or a list of them.
-        scaler: one scaler name or a list.
-        deg: degree histogram (:func:`degree_histogram`).
-        train_norm: learn :math:`\delta` and :math:`\bar d`.
+        aggr (str or list or Aggregation): one aggregation (name or module)
+            or a list of them.
+        scaler (str or list): one scaler name or a list.
+        deg (Tensor): degree histogram (:func:`degree_histogram`).
+        train_norm (bool, optional): learn :math:`\delta` and :math:`\bar
+            d`. (default: ``False``)
+        aggr_kwargs (list of dict, optional): constructor arguments of the
+            aggregations. (default: ``None``)
+
+    Shapes:
+        - **input:** messages :math:`(E, F)`, destination index :math:`(E)`
+        - **output:** :math:`(N, |\mathrm{scaler}| F')` with :math:`F'` the
+          aggregation's output size
     """
 
     def __init__(self, aggr: Union[str, List[str], Aggregation],
                  scaler: Union[str, List[str]], deg: Tensor,
                  train_norm: bool = False,
                  aggr_kwargs: Optional[List[Dict[str, Any]]] = None):
-        super().__init__()
+        Aggregation.__init__(self)
         if isinstance(aggr, (list, tuple)):
             self.aggr = MultiAggregation(list(aggr), aggr_kwargs)
         else:
@@ -118,11 +131,12 @@ class DegreeScalerAggregation(SegmentAggregation):
     def forward(self, x: Tensor, index: Optional[Tensor] = None,
                 ptr: Optional[Tensor] = None, dim_size: Optional[int] = None,
                 dim: int = -2) -> Tensor:
+        require_index(index)
         if isinstance(self.aggr, SegmentAggregation):
-            return super().forward(x, index, ptr, dim_size, dim)
-        out = self.aggr(x, index, ptr, dim_size, dim).movedim(dim, 0)
-        degree = (ptr.diff() if ptr is not None else
-                  torch.bincount(index, minlength=dim_size))
+            return super().forward(x, index, None, dim_size, dim)
+        out = self.aggr(x, index, None, dim_size, dim).movedim(dim, 0)
+        degree = torch.bincount(index, minlength=infer_dim_size(
+            index, None, dim_size))
         return self.scale(out, degree).movedim(0, dim)
 
     def reduce_segments(self, x: Tensor, csr: CSRGraph) -> Tensor:

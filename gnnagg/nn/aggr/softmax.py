@@ -3,43 +3,43 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.nn import Parameter
+from torch_geometric.nn import aggr as pyg_aggr
 
 from ...ops import CSRGraph, segment_reduce, segment_softmax
 from .base import SegmentAggregation
 
 
-class SoftmaxAggregation(SegmentAggregation):
-    r"""Feature-wise softmax attention (DeeperGCN):
+class SoftmaxAggregation(SegmentAggregation, pyg_aggr.SoftmaxAggregation):
+    r"""Feature-wise softmax attention (DeeperGCN, Li et al., 2020):
 
     .. math::
         \mathbf{out}_i = \sum_{j} \frac{\exp(t\,\mathbf{x}_j)}{\sum_k
         \exp(t\,\mathbf{x}_k)} \odot \mathbf{x}_j
 
+    on gnnagg's segment softmax (one grouping, no scatter).
+
     Args:
-        t: initial inverse temperature.
-        learn: learn :math:`t`.
-        channels: learn one :math:`t` per feature channel (with ``learn``).
+        t (float, optional): initial inverse temperature. (default: ``1.0``)
+        learn (bool, optional): learn :math:`t`. (default: ``False``)
+        semi_grad (bool, optional): no gradient through the softmax weights
+            (only with a fixed :math:`t`). (default: ``False``)
+        channels (int, optional): learn one :math:`t` per feature channel
+            (with ``learn``). (default: ``1``)
+
+    Shapes:
+        - **input:** messages :math:`(E, F)`, destination index :math:`(E)`
+        - **output:** :math:`(N, F)`
     """
 
-    def __init__(self, t: float = 1.0, learn: bool = False,
-                 channels: int = 1):
-        super().__init__()
-        if not learn and channels != 1:
-            raise ValueError("channels > 1 needs learn=True")
-        self._init_t = t
-        self.learn = learn
-        self.channels = channels
-        self.t = Parameter(torch.empty(channels)) if learn else t
-        self.reset_parameters()
-
-    def reset_parameters(self):
-        if isinstance(self.t, Tensor):
-            self.t.data.fill_(self._init_t)
-
     def reduce_segments(self, x: Tensor, csr: CSRGraph) -> Tensor:
-        alpha = segment_softmax(x * self.t, csr)
+        t = self.t
+        if self.channels != 1:
+            assert isinstance(t, Tensor)
+            t = t.view(-1, self.channels)
+        logits = x if isinstance(t, (int, float)) and t == 1 else x * t
+        if self.semi_grad and not self.learn:
+            with torch.no_grad():
+                alpha = segment_softmax(logits, csr)
+        else:
+            alpha = segment_softmax(logits, csr)
         return segment_reduce(x * alpha, csr.rowptr, "sum")
-
-    def __repr__(self) -> str:
-        return f"{self.__class__.__name__}(learn={self.learn})"

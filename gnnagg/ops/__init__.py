@@ -3,7 +3,7 @@ where it saves time or memory."""
 from .backend import (get_backend, has_torch_scatter, segment_reduce,
                       set_backend)
 from .csr import (CSRGraph, build_csr, check_edge_index, csr_from_index,
-                  csr_view)
+                  csr_of_adjacency, csr_view)
 from .dynamic_attention import gatv2_score
 from .permute import permute_rows
 from .statistics import neighbour_stats, segment_stats, shift_stats
@@ -15,6 +15,7 @@ from .topm import segment_topm
 
 __all__ = [
     "CSRGraph", "build_csr", "check_edge_index", "csr_view", "csr_from_index",
+    "csr_of_adjacency",
     "segment_reduce", "set_backend", "get_backend", "has_torch_scatter",
     "segment_stats", "neighbour_stats", "shift_stats", "segment_softmax",
     "segment_tree_reduce", "segment_topm", "weighted_aggregate",

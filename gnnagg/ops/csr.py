@@ -22,8 +22,13 @@ from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
+from torch_geometric import EdgeIndex
+from torch_geometric.typing import SparseTensor
+from torch_geometric.utils import is_torch_sparse_tensor, to_edge_index
 
 _CACHE_ATTR = "_gnnagg_csr_cache"
+#: attribute of the EdgeIndex a CSRGraph hands to ``propagate``: the graph
+_GRAPH_ATTR = "_gnnagg_csr"
 
 
 class CSRGraph:
@@ -94,6 +99,18 @@ class CSRGraph:
         counts = torch.bincount(self.col, minlength=self.num_src)
         rowptr_t = _rowptr_from_counts(counts)
         return rowptr_t, self.row[slot_t], slot_t
+
+    @cached_property
+    def by_destination(self) -> EdgeIndex:
+        r"""The CSR slots as PyG's :class:`EdgeIndex` sorted by destination
+        (``sort_order="col"``), with ``sparse_size = (num_src, num_dst)``:
+        what :meth:`MessagePassing.propagate` fuses on. It carries this
+        graph, so :func:`csr_of_adjacency` gets it back without work."""
+        edge_index = EdgeIndex(torch.stack([self.col, self.row]),
+                               sparse_size=(self.num_src, self.num_dst),
+                               sort_order="col")
+        setattr(edge_index, _GRAPH_ATTR, self)
+        return edge_index
 
     def edge_index(self) -> Tensor:
         """The ``(2, E)`` edge index in the caller's order (loops included)."""
@@ -226,6 +243,37 @@ def csr_view(edge_index: Tensor, num_src: int, num_dst: Optional[int] = None,
             return csr
     cache[key] = (edge_index._version, csr)
     return csr
+
+
+def csr_of_adjacency(adj_t) -> Tuple[CSRGraph, Optional[Tensor]]:
+    r"""The CSR view of an adjacency as :meth:`MessagePassing.propagate`
+    hands it to ``message_and_aggregate`` (an :class:`EdgeIndex` sorted by
+    destination, or a transposed torch.sparse / ``SparseTensor`` adjacency,
+    rows = destinations), and the permutation from the adjacency's edge
+    order (that of PyG's per-edge tensors) to CSR order, or None where the
+    two are the same."""
+    graph = getattr(adj_t, _GRAPH_ATTR, None)
+    if graph is not None:
+        return graph, None
+    if isinstance(adj_t, EdgeIndex):
+        if not adj_t.is_sorted_by_col:
+            raise ValueError("expected an EdgeIndex sorted by destination "
+                             "(sort_order='col')")
+        num_src, num_dst = adj_t.get_sparse_size()
+        col = adj_t.as_tensor()[0]
+        ids = torch.arange(col.numel(), device=col.device)
+        return CSRGraph(adj_t.get_indptr(), col, ids, num_src, num_dst), None
+    if isinstance(adj_t, SparseTensor):
+        rowptr, col, _ = adj_t.csr()
+        ids = torch.arange(col.numel(), device=col.device)
+        return CSRGraph(rowptr, col, ids, adj_t.size(1), adj_t.size(0)), None
+    if is_torch_sparse_tensor(adj_t):
+        (dst, src), _ = to_edge_index(adj_t)
+        graph = build_csr(torch.stack([src, dst]), adj_t.size(1),
+                          adj_t.size(0))
+        return graph, graph.perm
+    raise TypeError("expected an EdgeIndex, a torch.sparse tensor or a "
+                    f"SparseTensor, got {type(adj_t).__name__}")
 
 
 def csr_from_index(index: Optional[Tensor], num_segments: int,

@@ -5,7 +5,6 @@ import torch
 from torch import Tensor
 
 from .backend import segment_reduce
-from .csr import CSRGraph
 
 
 class _SegmentSoftmax(torch.autograd.Function):
@@ -26,9 +25,10 @@ class _SegmentSoftmax(torch.autograd.Function):
         return weighted.sub_(out * row_sum), None, None
 
 
-def segment_softmax(logits: Tensor, csr: CSRGraph) -> Tensor:
+def segment_softmax(logits: Tensor, rowptr: Tensor, row: Tensor) -> Tensor:
     r"""Softmax of per-edge ``logits`` (CSR order, shape ``(E, ...)``) over
-    the incoming edges of each destination node:
+    the incoming edges of each destination node, given the CSR row pointer
+    ``rowptr`` and the destination ``row`` of every edge:
 
     .. math::
         \alpha_{ij} = \frac{\exp(e_{ij} - m_i)}{\sum_{k \in \mathcal{N}(i)}
@@ -38,9 +38,9 @@ def segment_softmax(logits: Tensor, csr: CSRGraph) -> Tensor:
     nodes without incoming edges own no entries. Backward keeps only the
     output (:math:`\partial e = \alpha \odot (g - \sum_k \alpha_k g_k)`).
     """
-    if logits.size(0) != csr.num_edges:
-        raise ValueError(f"expected {csr.num_edges} logits (one per edge), "
+    if logits.size(0) != row.numel():
+        raise ValueError(f"expected {row.numel()} logits (one per edge), "
                          f"got {logits.size(0)}")
     if logits.numel() == 0:
         return logits.clone()
-    return _SegmentSoftmax.apply(logits, csr.rowptr, csr.row)
+    return _SegmentSoftmax.apply(logits, rowptr, row)

@@ -39,7 +39,7 @@ class SoftmaxAggregation(SegmentAggregation, pyg_aggr.SoftmaxAggregation):
         logits = x if isinstance(t, (int, float)) and t == 1 else x * t
         if self.semi_grad and not self.learn:
             with torch.no_grad():
-                alpha = segment_softmax(logits, csr)
+                alpha = segment_softmax(logits, csr.rowptr, csr.row)
         else:
-            alpha = segment_softmax(logits, csr)
+            alpha = segment_softmax(logits, csr.rowptr, csr.row)
         return segment_reduce(x * alpha, csr.rowptr, "sum")

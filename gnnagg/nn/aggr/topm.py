@@ -65,7 +65,7 @@ class TopMAttentionAggregation(SegmentAggregation):
         scores = self.scores(x)
         keep = segment_topm(scores.detach(), csr.rowptr, self.m)
         logits = (scores * self.t).masked_fill(~keep, float("-inf"))
-        alpha = segment_softmax(logits, csr)
+        alpha = segment_softmax(logits, csr.rowptr, csr.row)
         out = segment_reduce(alpha.unsqueeze(-1) * x.unsqueeze(1),
                              csr.rowptr, "sum")
         return out.flatten(1) if self.concat else out.mean(1)

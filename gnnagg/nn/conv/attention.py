@@ -1,6 +1,7 @@
-r"""Shared plumbing of gnnagg's attention layers: input checks, the CSR view
-with self-loops, head merging, and returning attention weights in PyG's
-format. The layers themselves only define how scores are computed."""
+r"""What gnnagg's attention layers share: when the fused CSR path may run,
+the fused ``message_and_aggregate``, input checks, the CSR view with
+self-loops, head merging, and attention weights in PyG's format. The layers
+themselves only define how scores are computed."""
 from __future__ import annotations
 
 from typing import Optional, Tuple, Union
@@ -8,16 +9,47 @@ from typing import Optional, Tuple, Union
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.nn import Parameter
 from torch_geometric.nn.conv import MessagePassing
-from torch_geometric.nn.dense.linear import Linear
+from torch_geometric.utils import softmax as pyg_softmax
 
-from ...ops import CSRGraph, csr_view, segment_softmax, weighted_aggregate
+from ...ops import (CSRGraph, csr_of_adjacency, csr_view, segment_softmax,
+                    weighted_aggregate)
 from .inputs import as_edge_index, check_edge_features, check_features
 
+#: MessagePassing hook registries whose hooks see individual messages or
+#: edge scores: while any holds a hook, the layer runs PyG's message path.
+MESSAGE_HOOKS = ("_message_forward_pre_hooks", "_message_forward_hooks",
+                 "_aggregate_forward_pre_hooks", "_aggregate_forward_hooks",
+                 "_edge_update_forward_pre_hooks",
+                 "_edge_update_forward_hooks")
+
+
+def message_path_needed(conv: MessagePassing, hooks=MESSAGE_HOOKS) -> bool:
+    r"""Whether ``conv`` must run PyG's message path instead of gnnagg's
+    fused one: in explain mode (explainers mask individual messages), with
+    ``decomposed_layers > 1``, with ``flow="target_to_source"``, or while
+    a hook in ``hooks`` is registered."""
+    return bool(conv.explain) or conv.decomposed_layers > 1 or \
+        conv.flow != "source_to_target" or \
+        any(getattr(conv, name) for name in hooks)
+
+
 class AttentionConv(MessagePassing):
-    r"""Base of layers that compute per-edge, per-head scores, normalise them
-    with a segment softmax and aggregate with :func:`weighted_aggregate`."""
+    r"""Mixin of attention layers that derive from PyG's namesake: PyG's
+    constructor, parameters and ``forward`` (the message path), plus a
+    fused path on gnnagg's CSR kernels.
+
+    The fused path runs through :meth:`propagate` on the graph's CSR view
+    (an :class:`~torch_geometric.EdgeIndex` sorted by destination), whose
+    :meth:`message_and_aggregate` is one sparse product per head: no
+    ``E x H x C`` message tensor. It is taken exactly when PyG's layer
+    would give the same result through it; otherwise (see
+    :func:`message_path_needed`, and ``aggr`` other than ``"add"``) the
+    layer runs PyG's ``forward`` unchanged, so explainers, message hooks,
+    ``flow`` and ``aggr`` behave as with PyG's class.
+    """
+
+    SUPPORTS_FUSED_EDGE_INDEX = True
 
     heads: int
     out_channels: int
@@ -27,24 +59,44 @@ class AttentionConv(MessagePassing):
     edge_dim: Optional[int]
     fill_value: Union[float, Tensor, str]
 
-    def _init_residual_and_bias(self, dst_channels: int, residual: bool,
-                                bias: bool) -> None:
-        """Register ``res`` (skip connection from destination features) and
-        ``bias`` as PyG's attention layers do."""
-        total = self.out_channels * (self.heads if self.concat else 1)
-        if residual:
-            self.res = Linear(dst_channels, total, bias=False,
-                              weight_initializer="glorot")
+    @property
+    def fuse(self) -> bool:
+        """Whether :meth:`propagate` may call :meth:`message_and_aggregate`
+        (PyG reads this attribute; while ``MessagePassing.__init__`` runs,
+        only whether the layer implements it)."""
+        if "_decomposed_layers" not in self.__dict__:
+            return self._fuse
+        return self._fuse and self.aggr in ("add", "sum") and \
+            not message_path_needed(self)
+
+    @fuse.setter
+    def fuse(self, value: bool) -> None:
+        self._fuse = value
+
+    def message_and_aggregate(self, edge_index, x, alpha: Tensor) -> Tensor:
+        r""":math:`\sum_j \alpha_{ji,h} \mathbf{x}_{j,h}` per head as sparse
+        products on the CSR view of ``edge_index`` (an ``EdgeIndex`` sorted
+        by destination or a transposed sparse adjacency)."""
+        csr, to_csr_order = csr_of_adjacency(edge_index)
+        if to_csr_order is not None:
+            alpha = alpha.index_select(0, to_csr_order)
+        x_src = x[0] if isinstance(x, (tuple, list)) else x
+        return weighted_aggregate(alpha, x_src, csr)
+
+    def _softmax_dropout(self, scores: Tensor, index: Tensor,
+                         ptr: Optional[Tensor],
+                         dim_size: Optional[int]) -> Tensor:
+        """Softmax over each destination's edges (gnnagg's segment kernel
+        when edges come grouped, ``ptr`` given; else PyG's), then dropout."""
+        if ptr is not None:
+            alpha = segment_softmax(scores, ptr, index)
         else:
-            self.register_parameter("res", None)
-        if bias:
-            self.bias = Parameter(torch.empty(total))
-        else:
-            self.register_parameter("bias", None)
+            alpha = pyg_softmax(scores, index, None, dim_size)
+        return F.dropout(alpha, p=self.dropout, training=self.training)
 
     def _split_input(self, x) -> Tuple[Tensor, Optional[Tensor]]:
-        """``(x_src, x_dst)`` after checking both against ``in_channels``;
-        a single tensor is both (``x_dst is x_src``)."""
+        """``(x_src, x_dst)`` after checking both against ``in_channels``
+        (``-1``: lazy, any width); a single tensor is both."""
         src_channels, dst_channels = (
             (self.in_channels, self.in_channels)
             if isinstance(self.in_channels, int) else self.in_channels)
@@ -80,13 +132,6 @@ class AttentionConv(MessagePassing):
         check_edge_features(edge_attr, self.edge_dim, csr.num_input_edges)
         edge_attr = csr.add_loop_features(edge_attr, self.fill_value)
         return csr.to_csr_order(edge_attr)
-
-    def _aggregate(self, scores: Tensor, x_src: Tensor,
-                   csr: CSRGraph) -> Tuple[Tensor, Tensor]:
-        """Softmax, dropout and weighted sum: ``(out (N, H, C), alpha)``."""
-        alpha = segment_softmax(scores, csr)
-        alpha = F.dropout(alpha, p=self.dropout, training=self.training)
-        return weighted_aggregate(alpha, x_src, csr), alpha
 
     def _merge_heads(self, out: Tensor, res: Optional[Tensor]) -> Tensor:
         out = (out.reshape(-1, self.heads * self.out_channels)

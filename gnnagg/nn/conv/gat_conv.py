@@ -3,18 +3,17 @@ from __future__ import annotations
 
 from typing import Optional, Tuple, Union
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.nn import Parameter
-from torch_geometric.nn.dense.linear import Linear
-from torch_geometric.nn.inits import glorot, zeros
+from torch_geometric.typing import SparseTensor
+from torch_geometric.nn.conv import GATConv as PyGGATConv
 
 from .attention import AttentionConv
 
 
-class GATConv(AttentionConv):
-    r"""The graph attentional operator of "Graph Attention Networks".
+class GATConv(AttentionConv, PyGGATConv):
+    r"""The graph attentional operator of `"Graph Attention Networks"
+    <https://arxiv.org/abs/1710.10903>`_ (Velickovic et al., 2018):
 
     .. math::
         \mathbf{x}^{\prime}_i = \sum_{j \in \mathcal{N}(i) \cup \{ i \}}
@@ -26,96 +25,62 @@ class GATConv(AttentionConv):
 
     per head, heads concatenated (``concat=True``) or averaged.
 
-    A drop-in replacement for :class:`torch_geometric.nn.GATConv`: the same
-    arguments and parameter names, so ``load_state_dict`` of a PyG layer
-    gives the same function. The score is static, a sum of per-node terms,
-    so only ``E x H`` scores are formed per edge; the edge term folds
+    A drop-in replacement for :class:`torch_geometric.nn.GATConv`, which it
+    derives from: the same constructor, defaults, parameters, ``repr`` and
+    ``forward``. gnnagg adds a fused path (:class:`AttentionConv`): the
+    score is static, a sum of per-node terms, so only ``E x H`` scores are
+    formed per edge; the edge term folds
     :math:`\mathbf{a}_e^\top\mathbf{\Theta}_e` into one ``D x H`` matrix; the
-    weighted sum is a sparse matrix product per head
-    (:func:`gnnagg.ops.weighted_aggregate`).
+    softmax runs on CSR segments and the weighted sum is a sparse product
+    per head (:func:`gnnagg.ops.weighted_aggregate`).
 
     Args:
-        in_channels: input size, or ``(source, destination)`` sizes for a
-            bipartite graph.
-        out_channels: output size per head.
-        heads: number of attention heads.
-        concat: concatenate heads (else average them).
-        negative_slope: LeakyReLU slope.
-        dropout: dropout probability of the attention coefficients.
-        add_self_loops: drop existing self-loops and add one per node.
-        edge_dim: edge feature size, if edges have features.
-        fill_value: edge features of added self-loops: a number, a tensor,
-            or a reduction (``"mean"``, ``"add"``, ``"min"``, ``"max"``,
-            ``"mul"``) of the features of edges entering the node.
-        bias: learn an additive bias.
-        residual: add a learnable skip connection.
+        in_channels (int or tuple): input size (``-1``: lazy), or
+            ``(source, destination)`` sizes for a bipartite graph.
+        out_channels (int): output size per head.
+        heads (int, optional): attention heads. (default: ``1``)
+        concat (bool, optional): concatenate heads (else average them).
+            (default: ``True``)
+        negative_slope (float, optional): LeakyReLU slope. (default: ``0.2``)
+        dropout (float, optional): dropout probability of the attention
+            coefficients. (default: ``0.0``)
+        add_self_loops (bool, optional): drop existing self-loops and add
+            one per node. (default: ``True``)
+        edge_dim (int, optional): edge feature size. (default: ``None``)
+        fill_value (float or Tensor or str, optional): edge features of added
+            self-loops: a value or a reduction (``"mean"``, ``"add"``,
+            ``"min"``, ``"max"``, ``"mul"``) of the node's incoming edges'.
+            (default: ``"mean"``)
+        bias (bool, optional): learn an additive bias. (default: ``True``)
+        residual (bool, optional): learnable skip connection.
+            (default: ``False``)
+        **kwargs: :class:`~torch_geometric.nn.conv.MessagePassing` options.
+
+    Shapes:
+        - **input:** node features :math:`(|\mathcal{V}|, F_{in})` or
+          :math:`((|\mathcal{V}_s|, F_{s}), (|\mathcal{V}_t|, F_{t}))`,
+          edge indices :math:`(2, |\mathcal{E}|)` (or an ``EdgeIndex`` or a
+          transposed sparse adjacency), edge features
+          :math:`(|\mathcal{E}|, D)` *(optional)*
+        - **output:** :math:`(|\mathcal{V}_t|, H F_{out})` or
+          :math:`(|\mathcal{V}_t|, F_{out})` without ``concat``; with
+          ``return_attention_weights`` also ``(edge_index, alpha)``,
+          :math:`\alpha` of shape :math:`(|\mathcal{E}| + |\mathcal{V}|, H)`
+
+    Example::
+
+        >>> conv = GATConv(16, 8, heads=4)
+        >>> conv(torch.randn(5, 16), torch.tensor([[0, 1], [1, 2]])).shape
+        torch.Size([5, 32])
     """
-
-    def __init__(self, in_channels: Union[int, Tuple[int, int]],
-                 out_channels: int, heads: int = 1, concat: bool = True,
-                 negative_slope: float = 0.2, dropout: float = 0.0,
-                 add_self_loops: bool = True, edge_dim: Optional[int] = None,
-                 fill_value: Union[float, Tensor, str] = "mean",
-                 bias: bool = True, residual: bool = False, **kwargs):
-        kwargs.setdefault("aggr", "add")
-        super().__init__(node_dim=0, **kwargs)
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.heads = heads
-        self.concat = concat
-        self.negative_slope = negative_slope
-        self.dropout = dropout
-        self.add_self_loops = add_self_loops
-        self.edge_dim = edge_dim
-        self.fill_value = fill_value
-        self.residual = residual
-
-        self.lin = self.lin_src = self.lin_dst = None
-        if isinstance(in_channels, int):
-            self.lin = Linear(in_channels, heads * out_channels, bias=False,
-                              weight_initializer="glorot")
-        else:
-            self.lin_src = Linear(in_channels[0], heads * out_channels, False,
-                                  weight_initializer="glorot")
-            self.lin_dst = Linear(in_channels[1], heads * out_channels, False,
-                                  weight_initializer="glorot")
-        self.att_src = Parameter(torch.empty(1, heads, out_channels))
-        self.att_dst = Parameter(torch.empty(1, heads, out_channels))
-        if edge_dim is not None:
-            self.lin_edge = Linear(edge_dim, heads * out_channels, bias=False,
-                                   weight_initializer="glorot")
-            self.att_edge = Parameter(torch.empty(1, heads, out_channels))
-        else:
-            self.lin_edge = None
-            self.register_parameter("att_edge", None)
-        self._init_residual_and_bias(
-            in_channels if isinstance(in_channels, int) else in_channels[1],
-            residual, bias)
-        self.reset_parameters()
-
-    def reset_parameters(self):
-        super().reset_parameters()
-        for lin in (self.lin, self.lin_src, self.lin_dst, self.lin_edge,
-                    self.res):
-            if lin is not None:
-                lin.reset_parameters()
-        glorot(self.att_src)
-        glorot(self.att_dst)
-        glorot(self.att_edge)
-        zeros(self.bias)
 
     def forward(self, x: Union[Tensor, Tuple[Tensor, Optional[Tensor]]],
                 edge_index, edge_attr: Optional[Tensor] = None,
                 size: Optional[Tuple[int, int]] = None,
                 return_attention_weights: Optional[bool] = None):
-        r"""Args:
-            x: node features ``(N, F)`` or a pair ``(x_src, x_dst)``.
-            edge_index: ``(2, E)`` indices, an ``EdgeIndex``, or a
-                transposed torch.sparse adjacency.
-            edge_attr: ``(E, edge_dim)`` edge features.
-            size: ``(num_src, num_dst)`` of a bipartite graph.
-            return_attention_weights: also return ``(edge_index, alpha)``.
-        """
+        if not self.fuse or isinstance(edge_index, SparseTensor):
+            return super().forward(x, edge_index, edge_attr, size,
+                                   return_attention_weights)
         H, C = self.heads, self.out_channels
         x_src, x_dst = self._split_input(x)
         res = None if self.res is None or x_dst is None else self.res(x_dst)
@@ -128,24 +93,33 @@ class GATConv(AttentionConv):
                      lin_dst(x_dst).view(-1, H, C))
         num_dst = h_src.size(0) if h_dst is None else h_dst.size(0)
         csr = self._graph(edge_index, h_src.size(0), num_dst, size)
-
-        scores = (h_src * self.att_src).sum(-1).index_select(0, csr.col)
-        if h_dst is not None:
-            scores = scores + (h_dst * self.att_dst).sum(-1).index_select(
-                0, csr.row)
-        edge_feat = self._edge_features(csr, edge_attr)
-        if edge_feat is not None:
-            # a_e^T (W_e e) = e^T (W_e^T a_e): one (D, H) matrix for all edges
-            att_edge = (self.lin_edge.weight.view(H, C, -1) *
-                        self.att_edge.view(H, C, 1)).sum(1)
-            scores = scores + edge_feat @ att_edge.t()
-        scores = F.leaky_relu(scores, self.negative_slope)
-        out, alpha = self._aggregate(scores, h_src, csr)
+        graph = csr.by_destination
+        alpha_dst = None if h_dst is None else (h_dst * self.att_dst).sum(-1)
+        alpha = self.edge_updater(
+            graph, alpha=((h_src * self.att_src).sum(-1), alpha_dst),
+            edge_attr=self._edge_features(csr, edge_attr))
+        out = self.propagate(graph, x=(h_src, h_dst), alpha=alpha)
         out = self._merge_heads(out, res)
         if return_attention_weights:
             return out, self._attention_weights(edge_index, csr, alpha)
         return out
 
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__name__}({self.in_channels}, "
-                f"{self.out_channels}, heads={self.heads})")
+    def edge_update(self, alpha_j: Tensor, alpha_i: Optional[Tensor],
+                    edge_attr: Optional[Tensor], index: Tensor,
+                    ptr: Optional[Tensor], dim_size: Optional[int]) -> Tensor:
+        r""":math:`\alpha_{ji}` from the per-node terms; the edge term
+        :math:`\mathbf{a}_e^\top \mathbf{\Theta}_e \mathbf{e}_{ji}` as
+        :math:`\mathbf{e}_{ji}^\top (\mathbf{\Theta}_e^\top \mathbf{a}_e)`,
+        one ``D x H`` matrix instead of ``E x H x C`` projections."""
+        alpha = alpha_j if alpha_i is None else alpha_j + alpha_i
+        if index.numel() == 0:
+            return alpha
+        if edge_attr is not None and self.lin_edge is not None:
+            if edge_attr.dim() == 1:
+                edge_attr = edge_attr.view(-1, 1)
+            H, C = self.heads, self.out_channels
+            att_edge = (self.lin_edge.weight.view(H, C, -1) *
+                        self.att_edge.view(H, C, 1)).sum(1)
+            alpha = alpha + edge_attr @ att_edge.t()
+        alpha = F.leaky_relu(alpha, self.negative_slope)
+        return self._softmax_dropout(alpha, index, ptr, dim_size)

@@ -3,19 +3,19 @@ from __future__ import annotations
 
 from typing import Optional, Tuple, Union
 
-import torch
+import torch.nn.functional as F
 from torch import Tensor
-from torch.nn import Parameter
-from torch_geometric.nn.dense.linear import Linear
-from torch_geometric.nn.inits import glorot, zeros
+from torch_geometric.typing import SparseTensor
+from torch_geometric.nn.conv import GATv2Conv as PyGGATv2Conv
 
 from ...ops import gatv2_score
 from .attention import AttentionConv
 
 
-class GATv2Conv(AttentionConv):
-    r"""The dynamic attention operator of "How Attentive are Graph Attention
-    Networks?".
+class GATv2Conv(AttentionConv, PyGGATv2Conv):
+    r"""The dynamic attention operator of `"How Attentive are Graph Attention
+    Networks?" <https://arxiv.org/abs/2105.14491>`_ (Brody, Alon, Yahav,
+    2022):
 
     .. math::
         \mathbf{x}^{\prime}_i = \sum_{j \in \mathcal{N}(i) \cup \{ i \}}
@@ -29,62 +29,59 @@ class GATv2Conv(AttentionConv):
     neighbours depend on the query node (dynamic attention), which GAT's
     static score cannot express.
 
-    A drop-in replacement for :class:`torch_geometric.nn.GATv2Conv` (same
-    arguments and parameter names). The ``E x H x C`` pre-activation is
+    A drop-in replacement for :class:`torch_geometric.nn.GATv2Conv`, which it
+    derives from (constructor, parameters, ``repr``, ``forward``). On the
+    fused path (:class:`AttentionConv`) the ``E x H x C`` pre-activation is
     formed chunk by chunk and recomputed in backward
-    (:func:`gnnagg.ops.gatv2_score`), never kept alive; the weighted sum is a
-    sparse matrix product per head. Arguments as in
-    :class:`gnnagg.nn.GATConv`, plus ``share_weights`` (one matrix for
-    :math:`\mathbf{\Theta}_s` and :math:`\mathbf{\Theta}_t`).
+    (:func:`gnnagg.ops.gatv2_score`), never kept alive, instead of PyG's
+    ``edge_update`` on gathered ``x_i``, ``x_j``; the weighted sum is a
+    sparse product per head.
+
+    Args:
+        in_channels (int or tuple): input size (``-1``: lazy), or
+            ``(source, destination)`` sizes.
+        out_channels (int): output size per head.
+        heads (int, optional): attention heads. (default: ``1``)
+        concat (bool, optional): concatenate heads (else average).
+            (default: ``True``)
+        negative_slope (float, optional): LeakyReLU slope. (default: ``0.2``)
+        dropout (float, optional): attention dropout. (default: ``0.0``)
+        add_self_loops (bool, optional): drop self-loops, add one per node.
+            (default: ``True``)
+        edge_dim (int, optional): edge feature size. (default: ``None``)
+        fill_value (float or Tensor or str, optional): self-loop edge
+            features. (default: ``"mean"``)
+        bias (bool, optional): learn biases. (default: ``True``)
+        share_weights (bool, optional): one matrix for
+            :math:`\mathbf{\Theta}_s` and :math:`\mathbf{\Theta}_t`.
+            (default: ``False``)
+        residual (bool, optional): learnable skip connection.
+            (default: ``False``)
+        **kwargs: :class:`~torch_geometric.nn.conv.MessagePassing` options.
+
+    Shapes:
+        - **input:** node features :math:`(|\mathcal{V}|, F_{in})` or
+          :math:`((|\mathcal{V}_s|, F_{s}), (|\mathcal{V}_t|, F_{t}))`,
+          edge indices :math:`(2, |\mathcal{E}|)`, edge features
+          :math:`(|\mathcal{E}|, D)` *(optional)*
+        - **output:** :math:`(|\mathcal{V}_t|, H F_{out})` or
+          :math:`(|\mathcal{V}_t|, F_{out})` without ``concat``
+
+    Example::
+
+        >>> conv = GATv2Conv(16, 8, heads=2)
+        >>> conv(torch.randn(5, 16), torch.tensor([[0, 1], [1, 2]])).shape
+        torch.Size([5, 16])
     """
-
-    def __init__(self, in_channels: Union[int, Tuple[int, int]],
-                 out_channels: int, heads: int = 1, concat: bool = True,
-                 negative_slope: float = 0.2, dropout: float = 0.0,
-                 add_self_loops: bool = True, edge_dim: Optional[int] = None,
-                 fill_value: Union[float, Tensor, str] = "mean",
-                 bias: bool = True, share_weights: bool = False,
-                 residual: bool = False, **kwargs):
-        super().__init__(node_dim=0, **kwargs)
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.heads = heads
-        self.concat = concat
-        self.negative_slope = negative_slope
-        self.dropout = dropout
-        self.add_self_loops = add_self_loops
-        self.edge_dim = edge_dim
-        self.fill_value = fill_value
-        self.residual = residual
-        self.share_weights = share_weights
-
-        src_in, dst_in = ((in_channels, in_channels)
-                          if isinstance(in_channels, int) else in_channels)
-        self.lin_l = Linear(src_in, heads * out_channels, bias=bias,
-                            weight_initializer="glorot")
-        self.lin_r = self.lin_l if share_weights else Linear(
-            dst_in, heads * out_channels, bias=bias,
-            weight_initializer="glorot")
-        self.att = Parameter(torch.empty(1, heads, out_channels))
-        self.lin_edge = None if edge_dim is None else Linear(
-            edge_dim, heads * out_channels, bias=False,
-            weight_initializer="glorot")
-        self._init_residual_and_bias(dst_in, residual, bias)
-        self.reset_parameters()
-
-    def reset_parameters(self):
-        super().reset_parameters()
-        for lin in (self.lin_l, self.lin_r, self.lin_edge, self.res):
-            if lin is not None:
-                lin.reset_parameters()
-        glorot(self.att)
-        zeros(self.bias)
 
     def forward(self, x: Union[Tensor, Tuple[Tensor, Tensor]], edge_index,
                 edge_attr: Optional[Tensor] = None,
                 return_attention_weights: Optional[bool] = None):
-        r"""Args as in :meth:`gnnagg.nn.GATConv.forward` (no ``size``: both
-        node sets are given)."""
+        if not self.fuse or isinstance(edge_index, SparseTensor):
+            return super().forward(x, edge_index, edge_attr,
+                                   return_attention_weights)
+        # PyG's forward (the message path) calls edge_updater, this one not:
+        # edge_updater_type: (x: PairTensor, edge_attr: OptTensor)
         H, C = self.heads, self.out_channels
         x_src, x_dst = self._split_input(x)
         if x_dst is None:
@@ -99,12 +96,11 @@ class GATv2Conv(AttentionConv):
         scores = gatv2_score(
             h_src, h_dst, self.att.view(H, C), csr, self.negative_slope,
             edge_feat, None if edge_feat is None else self.lin_edge.weight)
-        out, alpha = self._aggregate(scores, h_src, csr)
+        alpha = self._softmax_dropout(scores, csr.row, csr.rowptr,
+                                      csr.num_dst)
+        out = self.propagate(csr.by_destination, x=(h_src, h_dst),
+                             alpha=alpha)
         out = self._merge_heads(out, res)
         if return_attention_weights:
             return out, self._attention_weights(edge_index, csr, alpha)
         return out
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__name__}({self.in_channels}, "
-                f"{self.out_channels}, heads={self.heads})")

@@ -35,7 +35,8 @@ def as_edge_index(edge_index) -> Tuple[Tensor, Optional[Tuple[int, int]]]:
 
 
 def check_features(name: str, x: Tensor, channels: int) -> None:
-    """``ValueError`` unless ``x`` is a float ``(N, channels)`` matrix."""
+    """``ValueError`` unless ``x`` is a float ``(N, channels)`` matrix
+    (any width for ``channels=-1``, a lazily sized layer)."""
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got "
                         f"{type(x).__name__}")
@@ -45,7 +46,7 @@ def check_features(name: str, x: Tensor, channels: int) -> None:
     if x.dim() != 2:
         raise ValueError(f"{name} must have shape (num_nodes, {channels}), "
                          f"got {tuple(x.shape)}")
-    if x.size(1) != channels:
+    if channels >= 0 and x.size(1) != channels:
         raise ValueError(f"{name} has {x.size(1)} features per node, but the "
                          f"layer was built for {channels}")
     check_finite(name, x)

@@ -14,7 +14,7 @@ import statistics
 from gnnagg.bench.data import link_planetoid_raw
 from gnnagg.bench.planetoid import load_planetoid, train_transductive
 from gnnagg.bench.training import seed_everything
-from gnnagg.models import GAT
+from gnnagg.models import GATPaperNet
 
 
 def main():
@@ -33,7 +33,7 @@ def main():
     accuracies = []
     for seed in range(args.runs):
         seed_everything(seed)
-        model = GAT(dataset.num_features, 8, dataset.num_classes, heads=8,
+        model = GATPaperNet(dataset.num_features, 8, dataset.num_classes, heads=8,
                     out_heads=1, dropout=0.6, conv=args.conv)
         result = train_transductive(model, dataset[0])
         accuracies.append(100 * result["test"])

@@ -7,7 +7,7 @@ import torch
 
 from gnnagg.bench.data import link_planetoid_raw
 from gnnagg.bench.planetoid import train_transductive
-from gnnagg.models import GAT
+from gnnagg.models import GATPaperNet
 
 SHARED = Path(os.environ.get(
     "GNNAGG_SHARED_DATASETS",
@@ -28,7 +28,7 @@ def test_gat_learns_cora(tmp_path, conv):
     data = dataset[0]
     assert (data.num_nodes, data.num_edges) == (2708, 10556)
     torch.manual_seed(0)
-    model = GAT(dataset.num_features, 8, dataset.num_classes, conv=conv)
+    model = GATPaperNet(dataset.num_features, 8, dataset.num_classes, conv=conv)
     result = train_transductive(model, data, epochs=60, patience=60)
     assert result["test"] > 0.70  # 7 classes: chance is ~0.3
     assert result["curve"]["valid"][result["best_epoch"] - 1] == \

@@ -1,16 +1,53 @@
-"""The two-layer attention network of the GAT paper's transductive setup."""
+"""PyG's GAT and PNA models on gnnagg's layers, and the two-layer attention
+network of the GAT paper's transductive setup."""
 from __future__ import annotations
+
+from typing import Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch_geometric.nn.models import GAT as PyGGAT
+from torch_geometric.nn.models import PNA as PyGPNA
 
-from ..nn import GATConv, GATv2Conv
+from ..nn import GATConv, GATv2Conv, PNAConv
 
 ATTENTION_LAYERS = {"gat": GATConv, "gatv2": GATv2Conv}
 
 
-class GAT(torch.nn.Module):
+class GAT(PyGGAT):
+    r""":class:`torch_geometric.nn.models.GAT` (same arguments:
+    ``GAT(in_channels, hidden_channels, num_layers, out_channels=None,
+    v2=False, ...)``) built from gnnagg's :class:`~gnnagg.nn.GATConv` or
+    :class:`~gnnagg.nn.GATv2Conv` (``v2=True``)."""
+
+    def init_conv(self, in_channels: Union[int, Tuple[int, int]],
+                  out_channels: int, **kwargs) -> GATConv:
+        layer = GATv2Conv if kwargs.pop("v2", False) else GATConv
+        heads = kwargs.pop("heads", 1)
+        # PyG's rule: heads are concatenated, except in a layer that maps
+        # to the model's output size
+        concat = kwargs.pop("concat", True) and \
+            not getattr(self, "_is_conv_to_out", False)
+        if concat and out_channels % heads != 0:
+            raise ValueError(f"Ensure that the number of output channels of "
+                             f"'GATConv' (got '{out_channels}') is divisible "
+                             f"by the number of heads (got '{heads}')")
+        return layer(in_channels, out_channels // heads if concat else
+                     out_channels, heads=heads, concat=concat,
+                     dropout=self.dropout.p, **kwargs)
+
+
+class PNA(PyGPNA):
+    r""":class:`torch_geometric.nn.models.PNA` (same arguments) built from
+    gnnagg's :class:`~gnnagg.nn.PNAConv`."""
+
+    def init_conv(self, in_channels: int, out_channels: int,
+                  **kwargs) -> PNAConv:
+        return PNAConv(in_channels, out_channels, **kwargs)
+
+
+class GATPaperNet(torch.nn.Module):
     r"""``dropout -> conv(heads x hidden, concat) -> ELU -> dropout ->
     conv(out_heads x out, averaged)``, as in Velickovic et al. (2018):
     8 heads x 8 hidden, dropout 0.6 on inputs and attention for Cora.

@@ -6,7 +6,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .gat import GAT
+from .gat import GATPaperNet
 from .gnn import GNN
 from .tangnn import TANGNN
 
@@ -45,7 +45,7 @@ def build_model(name: str, in_channels: int, out_channels: int,
     ``gat``/``gatv2`` (8 heads x 8 hidden, dropout 0.6)."""
     check_model(name)
     if paper_gat and name in ("gat", "gatv2"):
-        return GAT(in_channels, 8, out_channels, heads=8, out_heads=1,
+        return GATPaperNet(in_channels, 8, out_channels, heads=8, out_heads=1,
                    dropout=0.6, conv=name)
     if name in ("tangnn", "tangnn_lc"):
         encoder = None

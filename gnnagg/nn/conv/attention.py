@@ -14,25 +14,8 @@ from torch_geometric.utils import softmax as pyg_softmax
 
 from ...ops import (CSRGraph, csr_of_adjacency, csr_view, segment_softmax,
                     weighted_aggregate)
+from .fusion import message_path_needed
 from .inputs import as_edge_index, check_edge_features, check_features
-
-#: MessagePassing hook registries whose hooks see individual messages or
-#: edge scores: while any holds a hook, the layer runs PyG's message path.
-MESSAGE_HOOKS = ("_message_forward_pre_hooks", "_message_forward_hooks",
-                 "_aggregate_forward_pre_hooks", "_aggregate_forward_hooks",
-                 "_edge_update_forward_pre_hooks",
-                 "_edge_update_forward_hooks")
-
-
-def message_path_needed(conv: MessagePassing, hooks=MESSAGE_HOOKS) -> bool:
-    r"""Whether ``conv`` must run PyG's message path instead of gnnagg's
-    fused one: in explain mode (explainers mask individual messages), with
-    ``decomposed_layers > 1``, with ``flow="target_to_source"``, or while
-    a hook in ``hooks`` is registered."""
-    return bool(conv.explain) or conv.decomposed_layers > 1 or \
-        conv.flow != "source_to_target" or \
-        any(getattr(conv, name) for name in hooks)
-
 
 class AttentionConv(MessagePassing):
     r"""Mixin of attention layers that derive from PyG's namesake: PyG's
@@ -64,14 +47,15 @@ class AttentionConv(MessagePassing):
         """Whether :meth:`propagate` may call :meth:`message_and_aggregate`
         (PyG reads this attribute; while ``MessagePassing.__init__`` runs,
         only whether the layer implements it)."""
+        implemented = self.__dict__["fuse"]  # kept there for PyG's pickling
         if "_decomposed_layers" not in self.__dict__:
-            return self._fuse
-        return self._fuse and self.aggr in ("add", "sum") and \
+            return implemented
+        return implemented and self.aggr in ("add", "sum") and \
             not message_path_needed(self)
 
     @fuse.setter
     def fuse(self, value: bool) -> None:
-        self._fuse = value
+        self.__dict__["fuse"] = value
 
     def message_and_aggregate(self, edge_index, x, alpha: Tensor) -> Tensor:
         r""":math:`\sum_j \alpha_{ji,h} \mathbf{x}_{j,h}` per head as sparse

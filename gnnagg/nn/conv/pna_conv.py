@@ -6,19 +6,23 @@ from typing import Any, Callable, Dict, List, Optional, Union
 
 import torch
 from torch import Tensor
-from torch.nn import ModuleList, Sequential
-from torch_geometric.nn.conv import MessagePassing
-from torch_geometric.nn.dense.linear import Linear
-from torch_geometric.nn.inits import reset
-from torch_geometric.nn.resolver import activation_resolver
+from torch_geometric.nn.conv import PNAConv as PyGPNAConv
+from torch_geometric.typing import SparseTensor
 
 from ...ops import (CSRGraph, csr_view, neighbour_stats, permute_rows,
                    segment_stats, shift_stats)
 from ..aggr import DegreeScalerAggregation, StatAggregation
+from .fusion import MESSAGE_HOOKS, message_path_needed
 from .inputs import as_edge_index, check_edge_features, check_features
 
+#: hooks that make PNAConv run PyG's path: its fused path computes the
+#: scaled aggregation only inside U's first linear map, so it has no
+#: propagate output for propagate hooks to see
+PNA_HOOKS = MESSAGE_HOOKS + ("_propagate_forward_pre_hooks",
+                             "_propagate_forward_hooks")
 
-class PNAConv(MessagePassing):
+
+class PNAConv(PyGPNAConv):
     r"""The PNA operator of "Principal Neighbourhood Aggregation for Graph
     Nets":
 
@@ -31,31 +35,51 @@ class PNAConv(MessagePassing):
         \underbrace{\begin{bmatrix} \mu \\ \sigma \\ \max \\ \min
         \end{bmatrix}}_{\text{aggregators}}
 
-    per tower, :math:`M` and :math:`U` MLPs. A drop-in replacement for
-    :class:`torch_geometric.nn.PNAConv` (same arguments and parameter names).
+    per tower, :math:`M` and :math:`U` MLPs (`Corso et al., 2020
+    <https://arxiv.org/abs/2004.05718>`_).
 
-    The first linear map of :math:`M` acts on :math:`[\mathbf{x}_i \Vert
-    \mathbf{x}_j \Vert \mathbf{e}_{j,i}]`; it is split into
-    :math:`W_i\mathbf{x}_i + W_j\mathbf{x}_j + W_e\mathbf{e}_{j,i}`, with the
-    node terms computed once per node rather than once per edge, and the
-    messages are built directly in CSR order, so all aggregators and scalers
-    share one grouping and two fused segment passes
-    (:class:`gnnagg.nn.aggr.MultiAggregation`).
+    A drop-in replacement for :class:`torch_geometric.nn.PNAConv`, which it
+    derives from: PyG's constructor, parameters, ``repr``,
+    ``get_degree_histogram`` and ``forward`` (the message path). That path
+    runs in explain mode, with message, aggregate, edge or propagate hooks,
+    ``decomposed_layers > 1`` or reversed ``flow``; otherwise gnnagg's fused
+    path runs (it does not go through ``propagate``): the first linear map
+    of :math:`M` on :math:`[\mathbf{x}_i \Vert \mathbf{x}_j \Vert
+    \mathbf{e}_{j,i}]` is split into :math:`W_i\mathbf{x}_i +
+    W_j\mathbf{x}_j + W_e\mathbf{e}_{j,i}`, node terms computed per node;
+    statistics of node values come from sparse reductions and share two
+    fused segment passes; the scalers are folded into :math:`U`'s first
+    linear map, one matrix per distinct degree, so the ``N x (1 + S A) F``
+    concatenation is never built.
 
     Args:
-        in_channels, out_channels: feature sizes.
-        aggregators: names from ``sum, mean, min, max, var, std, softmax,
-            powermean``.
-        scalers: names from ``identity, amplification, attenuation, linear,
-            inverse_linear``.
-        deg: in-degree histogram of the training graphs
-            (:func:`gnnagg.nn.aggr.degree_histogram`).
-        edge_dim: edge feature size, if edges have features.
-        towers: number of towers (``out_channels`` must divide by it).
-        pre_layers, post_layers: depths of :math:`M` and :math:`U`.
-        divide_input: split the input features across towers.
-        act, act_kwargs: activation between MLP layers.
-        train_norm: learn the scalers' degree normalisers.
+        in_channels (int): input size.
+        out_channels (int): output size.
+        aggregators (list of str): names from ``sum, mean, min, max, var,
+            std, softmax, powermean`` (and any PyG aggregation name).
+        scalers (list of str): names from ``identity, amplification,
+            attenuation, linear, inverse_linear``.
+        deg (Tensor): in-degree histogram of the training graphs
+            (:meth:`get_degree_histogram`).
+        edge_dim (int, optional): edge feature size. (default: ``None``)
+        towers (int, optional): towers; ``out_channels`` must divide by it.
+            (default: ``1``)
+        pre_layers (int, optional): depth of :math:`M`. (default: ``1``)
+        post_layers (int, optional): depth of :math:`U`. (default: ``1``)
+        divide_input (bool, optional): split the input features across
+            towers. (default: ``False``)
+        act (str or Callable, optional): activation between MLP layers.
+            (default: ``"relu"``)
+        act_kwargs (dict, optional): its arguments. (default: ``None``)
+        train_norm (bool, optional): learn the scalers' degree normalisers.
+            (default: ``False``)
+        **kwargs: :class:`~torch_geometric.nn.conv.MessagePassing` options.
+
+    Shapes:
+        - **input:** node features :math:`(|\mathcal{V}|, F_{in})`, edge
+          indices :math:`(2, |\mathcal{E}|)`, edge features
+          :math:`(|\mathcal{E}|, D)` *(optional)*
+        - **output:** :math:`(|\mathcal{V}|, F_{out})`
     """
 
     def __init__(self, in_channels: int, out_channels: int,
@@ -66,53 +90,26 @@ class PNAConv(MessagePassing):
                  act: Union[str, Callable, None] = "relu",
                  act_kwargs: Optional[Dict[str, Any]] = None,
                  train_norm: bool = False, **kwargs):
-        aggr = DegreeScalerAggregation(aggregators, scalers, deg, train_norm)
-        super().__init__(aggr=aggr, node_dim=0, **kwargs)
         if divide_input and in_channels % towers != 0:
             raise ValueError(f"in_channels ({in_channels}) must be divisible "
                              f"by towers ({towers}) with divide_input")
         if out_channels % towers != 0:
             raise ValueError(f"out_channels ({out_channels}) must be "
                              f"divisible by towers ({towers})")
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.edge_dim = edge_dim
-        self.towers = towers
-        self.divide_input = divide_input
-        self.F_in = in_channels // towers if divide_input else in_channels
-        self.F_out = out_channels // towers
-        if edge_dim is not None:
-            self.edge_encoder = Linear(edge_dim, self.F_in)
-
-        self.pre_nns = ModuleList()
-        self.post_nns = ModuleList()
-        for _ in range(towers):
-            modules = [Linear((3 if edge_dim else 2) * self.F_in, self.F_in)]
-            for _ in range(pre_layers - 1):
-                modules += [activation_resolver(act, **(act_kwargs or {}))]
-                modules += [Linear(self.F_in, self.F_in)]
-            self.pre_nns.append(Sequential(*modules))
-            post_in = (len(aggregators) * len(scalers) + 1) * self.F_in
-            modules = [Linear(post_in, self.F_out)]
-            for _ in range(post_layers - 1):
-                modules += [activation_resolver(act, **(act_kwargs or {}))]
-                modules += [Linear(self.F_out, self.F_out)]
-            self.post_nns.append(Sequential(*modules))
-        self.lin = Linear(out_channels, out_channels)
-        self.reset_parameters()
-
-    def reset_parameters(self):
-        super().reset_parameters()
-        if self.edge_dim is not None:
-            self.edge_encoder.reset_parameters()
-        for nn in self.pre_nns:
-            reset(nn)
-        for nn in self.post_nns:
-            reset(nn)
-        self.lin.reset_parameters()
+        aggr = DegreeScalerAggregation(aggregators, scalers, deg, train_norm)
+        super().__init__(in_channels, out_channels, aggregators, scalers,
+                         torch.as_tensor(deg), edge_dim, towers, pre_layers,
+                         post_layers, divide_input, act, act_kwargs,
+                         train_norm, **kwargs)
+        self.aggr_module = aggr  # gnnagg's: same buffers, its kernels
 
     def forward(self, x: Tensor, edge_index,
                 edge_attr: Optional[Tensor] = None) -> Tensor:
+        if message_path_needed(self, PNA_HOOKS) or \
+                isinstance(edge_index, SparseTensor):
+            # PyG's forward calls propagate, this one not:
+            # propagate_type: (x: Tensor, edge_attr: OptTensor)
+            return super().forward(x, edge_index, edge_attr)
         check_features("x", x, self.in_channels)
         csr = csr_view(as_edge_index(edge_index)[0], x.size(0))
         edge_feat = self._edge_features(csr, edge_attr)

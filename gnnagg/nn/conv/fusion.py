@@ -1,0 +1,22 @@
+r"""When a gnnagg layer may take its fused CSR path instead of PyG's
+message path (``message`` per edge, then ``aggregate``)."""
+from __future__ import annotations
+
+from torch_geometric.nn.conv import MessagePassing
+
+#: MessagePassing hook registries whose hooks see individual messages or
+#: edge scores: while any holds a hook, the layer runs PyG's message path.
+MESSAGE_HOOKS = ("_message_forward_pre_hooks", "_message_forward_hooks",
+                 "_aggregate_forward_pre_hooks", "_aggregate_forward_hooks",
+                 "_edge_update_forward_pre_hooks",
+                 "_edge_update_forward_hooks")
+
+
+def message_path_needed(conv: MessagePassing, hooks=MESSAGE_HOOKS) -> bool:
+    r"""Whether ``conv`` must run PyG's message path instead of gnnagg's
+    fused one: in explain mode (explainers mask individual messages), with
+    ``decomposed_layers > 1``, with ``flow="target_to_source"``, or while
+    a hook in ``hooks`` is registered."""
+    return bool(conv.explain) or conv.decomposed_layers > 1 or \
+        conv.flow != "source_to_target" or \
+        any(getattr(conv, name) for name in hooks)

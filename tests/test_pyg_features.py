@@ -306,3 +306,18 @@ def test_classes_are_their_pyg_namesakes():
         import gnnagg.nn as ours_nn
         assert issubclass(getattr(ours_nn, name), getattr(pyg_nn, name))
     assert PNAConv.get_degree_histogram is pyg_nn.PNAConv.get_degree_histogram
+
+
+def test_explain_mode_works_whichever_class_was_built_first():
+    # PyG's layers built before gnnagg's (as in a notebook that compares
+    # them): explain mode must still apply the masks
+    from torch_geometric.explain.algorithm.utils import set_masks
+    x, edge_index = graph()
+    for ours, theirs in ATTENTION:
+        theirs(6, 4)
+        layer, reference = pair(ours, theirs, 6, 4)
+        mask = torch.randn(edge_index.size(1))
+        for module in (layer, reference):
+            set_masks(module, mask, edge_index, apply_sigmoid=True)
+        torch.testing.assert_close(layer(x, edge_index),
+                                   reference(x, edge_index))

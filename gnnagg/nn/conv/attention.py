@@ -9,15 +9,14 @@ from typing import Optional, Tuple, Union
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.utils import softmax as pyg_softmax
 
 from ...ops import (CSRGraph, csr_of_adjacency, csr_view, segment_softmax,
                     weighted_aggregate)
-from .fusion import message_path_needed
+from .fusion import FusedMessagePassing, message_path_needed
 from .inputs import as_edge_index, check_edge_features, check_features
 
-class AttentionConv(MessagePassing):
+class AttentionConv(FusedMessagePassing):
     r"""Mixin of attention layers that derive from PyG's namesake: PyG's
     constructor, parameters and ``forward`` (the message path), plus a
     fused path on gnnagg's CSR kernels.

@@ -20,3 +20,19 @@ def message_path_needed(conv: MessagePassing, hooks=MESSAGE_HOOKS) -> bool:
     return bool(conv.explain) or conv.decomposed_layers > 1 or \
         conv.flow != "source_to_target" or \
         any(getattr(conv, name) for name in hooks)
+
+
+class FusedMessagePassing(MessagePassing):
+    r"""Base of gnnagg's layers that derive from a PyG layer.
+
+    PyG compiles ``propagate`` per class and keeps the class's
+    ``_orig_propagate`` (the plain :meth:`MessagePassing.propagate`) for
+    explain mode. Once PyG's own layer has been built, its compiled
+    ``propagate`` is what a subclass inherits, and PyG would keep that as the
+    subclass's "original", which skips the explain masks. This base keeps the
+    plain one, whichever class was built first.
+    """
+
+    def _set_jittable_templates(self, raise_on_error: bool = False) -> None:
+        super()._set_jittable_templates(raise_on_error)
+        self.__class__._orig_propagate = MessagePassing.propagate

@@ -12,7 +12,8 @@ from torch_geometric.typing import SparseTensor
 from ...ops import (CSRGraph, csr_view, neighbour_stats, permute_rows,
                    segment_stats, shift_stats)
 from ..aggr import DegreeScalerAggregation, StatAggregation
-from .fusion import MESSAGE_HOOKS, message_path_needed
+from .fusion import (MESSAGE_HOOKS, FusedMessagePassing,
+                     message_path_needed)
 from .inputs import as_edge_index, check_edge_features, check_features
 
 #: hooks that make PNAConv run PyG's path: its fused path computes the
@@ -22,7 +23,7 @@ PNA_HOOKS = MESSAGE_HOOKS + ("_propagate_forward_pre_hooks",
                              "_propagate_forward_hooks")
 
 
-class PNAConv(PyGPNAConv):
+class PNAConv(FusedMessagePassing, PyGPNAConv):
     r"""The PNA operator of "Principal Neighbourhood Aggregation for Graph
     Nets":
 

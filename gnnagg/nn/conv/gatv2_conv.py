@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import Optional, Tuple, Union
 
-import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.typing import SparseTensor
 from torch_geometric.nn.conv import GATv2Conv as PyGGATv2Conv

@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 from torch_geometric.nn import aggr as pyg_aggr
 from torch_geometric.nn.aggr import Aggregation
+from torch_geometric.nn.conv import PNAConv as PyGPNAConv
 
 from ...ops import CSRGraph
 from .base import SegmentAggregation, infer_dim_size, require_index
@@ -19,17 +20,9 @@ SCALERS = ("identity", "amplification", "attenuation", "linear",
 def degree_histogram(graphs: Iterable) -> Tensor:
     r"""``hist[d]`` = number of nodes with in-degree ``d`` over ``graphs``
     (a PyG dataset, a list of ``Data`` or a ``DataLoader`` of batches), as
-    :class:`DegreeScalerAggregation` and :class:`gnnagg.nn.PNAConv` take."""
-    hist = torch.zeros(1, dtype=torch.long)
-    for data in graphs:
-        deg = torch.bincount(data.edge_index[1].cpu(),
-                             minlength=data.num_nodes)
-        counts = torch.bincount(deg)
-        if counts.numel() > hist.numel():
-            hist = torch.cat([hist, hist.new_zeros(counts.numel() -
-                                                   hist.numel())])
-        hist[:counts.numel()] += counts
-    return hist
+    :class:`DegreeScalerAggregation` and :class:`gnnagg.nn.PNAConv` take:
+    PyG's ``PNAConv.get_degree_histogram``."""
+    return PyGPNAConv.get_degree_histogram(graphs)
 
 
 class DegreeScalerAggregation(SegmentAggregation,

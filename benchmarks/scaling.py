@@ -29,6 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from gnnagg.bench.distributed import Process, leave_distributed  # noqa: E402
 from gnnagg.loader import neighbor_loader  # noqa: E402
 from gnnagg.models import build_model  # noqa: E402
 from gnnagg.nn.aggr import degree_histogram  # noqa: E402
@@ -131,6 +132,7 @@ def worker(rank: int, world_size: int, model_name: str, args,
         resource.RUSAGE_SELF).ru_maxrss / 2**20,
         subgraph_nodes=batch.num_nodes, subgraph_edges=batch.num_edges)
     results[rank] = row
+    leave_distributed(Process(rank, world_size))
 
 
 def run(model_name: str, world_size: int, args) -> dict:

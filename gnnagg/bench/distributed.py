@@ -51,6 +51,16 @@ def init_distributed(device: str = "cpu") -> Process:
     return Process(rank, world_size, device)
 
 
+def leave_distributed(process: Process) -> None:
+    """End a finished ``torchrun`` job cleanly: every rank waits for the
+    others, then destroys its process group. Ranks that exited with the
+    group alive closed gloo connections under a peer still tearing down,
+    which then aborted (SIGABRT) after finishing its work."""
+    if process.distributed and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def broadcast(obj: Any, process: Process) -> Any:
     """Rank 0's ``obj`` on every rank."""
     if not process.distributed:

@@ -19,7 +19,7 @@ from ..models import build_model, check_model  # noqa: E402
 from ..nn.aggr import degree_histogram  # noqa: E402
 from .checkpoint import Checkpoint  # noqa: E402
 from .distributed import (Process, broadcast, global_mean,  # noqa: E402
-                          init_distributed)
+                          init_distributed, leave_distributed)
 from .results import ResultStore, config_tag  # noqa: E402
 from .training import fit, run_seeds  # noqa: E402
 
@@ -342,4 +342,5 @@ def run_ogb(dataset_name: str, model: str, runs: int = 10,
 
     run_seeds(store, dataset_name, model, config, runs, run_one, metric,
               process)
+    leave_distributed(process)
     return store

@@ -103,9 +103,11 @@ def test_multi_aggregation_matches_pyg_and_shares_one_grouping(monkeypatch):
 def test_multi_aggregation_two_reductions_for_pna_stats(monkeypatch):
     import gnnagg.ops.statistics as module
     calls = []
-    original = module.segment_reduce
-    monkeypatch.setattr(module, "segment_reduce",
-                        lambda *a: calls.append(a[2]) or original(*a))
+    native, maximum = module.native_segment_reduce, module.segment_max
+    monkeypatch.setattr(module, "native_segment_reduce",
+                        lambda *a: calls.append(a[2]) or native(*a))
+    monkeypatch.setattr(module, "segment_max",
+                        lambda *a: calls.append("max") or maximum(*a))
     x, index = _messages()
     aggr.MultiAggregation(["mean", "min", "max", "std"])(x, index,
                                                          dim_size=15)

@@ -2,7 +2,6 @@ import pytest
 import torch
 import torch_geometric.nn as pyg_nn
 from torch_geometric.data import Data
-from torch_geometric.utils import coalesce
 
 from gnnagg.nn import PNAConv
 from gnnagg.nn.aggr import degree_histogram
@@ -14,11 +13,11 @@ SCALERS = ["identity", "amplification", "attenuation", "linear",
 
 
 def graph(num_nodes=40, num_edges=160, seed=0):
-    # Coalesced: duplicate edges tie exactly in min/max, where PyG's and
-    # gnnagg's equally valid subgradients split differently.
-    edge_index = coalesce(random_graph(num_nodes, num_edges, seed=seed))
-    loops = torch.tensor([[1, 2], [1, 2]])
-    return torch.cat([edge_index, loops], dim=1)
+    # Duplicate edges tie exactly in min/max: the gradient must split
+    # between them as PyG's does.
+    edge_index = random_graph(num_nodes, num_edges, seed=seed)
+    extra = torch.tensor([[1, 2, 5, 5], [1, 2, 7, 7]])
+    return torch.cat([edge_index, extra, edge_index[:, :10]], dim=1)
 
 
 def paired(aggregators, edge_index, num_nodes, scalers=SCALERS, **kwargs):
@@ -39,11 +38,14 @@ def paired(aggregators, edge_index, num_nodes, scalers=SCALERS, **kwargs):
 # U's first map: one matrix per distinct degree, or per scaler when there
 # are more distinct degrees than MAX_DEGREE_GROUPS (0 forces that path)
 @pytest.mark.parametrize("max_degree_groups", [32, 0])
-def test_parity_with_pyg(aggregators, kwargs, max_degree_groups):
+# integer-valued features tie within neighbourhoods everywhere
+@pytest.mark.parametrize("tied", [False, True])
+def test_parity_with_pyg(aggregators, kwargs, max_degree_groups, tied):
     edge_index = graph()
     ours, reference = paired(aggregators, edge_index, 40, **kwargs)
     ours.MAX_DEGREE_GROUPS = max_degree_groups
-    x = torch.randn(40, 16, dtype=torch.double, requires_grad=True)
+    x = (torch.randint(0, 3, (40, 16)).double() if tied else
+         torch.randn(40, 16, dtype=torch.double)).requires_grad_()
     args = [x, edge_index]
     if "edge_dim" in kwargs:
         args.append(torch.randn(edge_index.size(1), 3, dtype=torch.double,

@@ -1,13 +1,13 @@
 """Kernels on a cached CSR view of a graph: pure functions, custom autograd
 where it saves time or memory."""
-from .backend import (get_backend, has_torch_scatter, segment_reduce,
-                      set_backend)
+from .backend import get_backend, has_torch_scatter, set_backend
 from .csr import (CSRGraph, build_csr, check_edge_index, csr_from_index,
                   csr_of_adjacency, csr_view)
 from .dynamic_attention import gatv2_score
 from .permute import permute_rows
 from .statistics import neighbour_stats, segment_stats, shift_stats
 from .sampling import SampledSubgraph, sample_neighbors
+from .segment import segment_max, segment_min, segment_reduce
 from .segment_tree import segment_tree_reduce
 from .softmax import segment_softmax
 from .spmm import weighted_aggregate
@@ -16,7 +16,7 @@ from .topm import segment_topm
 __all__ = [
     "CSRGraph", "build_csr", "check_edge_index", "csr_view", "csr_from_index",
     "csr_of_adjacency",
-    "segment_reduce", "set_backend", "get_backend", "has_torch_scatter",
+    "segment_reduce", "segment_max", "segment_min", "set_backend", "get_backend", "has_torch_scatter",
     "segment_stats", "neighbour_stats", "shift_stats", "segment_softmax",
     "segment_tree_reduce", "segment_topm", "weighted_aggregate",
     "gatv2_score", "sample_neighbors", "SampledSubgraph", "permute_rows",

@@ -56,7 +56,7 @@ def uses_torch_scatter(reduce: str, device: torch.device) -> bool:
     return backend == "torch_scatter"
 
 
-def segment_reduce(src: Tensor, rowptr: Tensor, reduce: str) -> Tensor:
+def native_segment_reduce(src: Tensor, rowptr: Tensor, reduce: str) -> Tensor:
     r"""Reduce consecutive segments of ``src`` along dim 0.
 
     .. math::
@@ -64,7 +64,9 @@ def segment_reduce(src: Tensor, rowptr: Tensor, reduce: str) -> Tensor:
         \mathrm{src}_k, \qquad \oplus \in \{\sum, \mathrm{mean}, \max, \min,
         \prod\}
 
-    Empty segments give 0 (1 for the product). Differentiable.
+    Empty segments give 0 (1 for the product). Differentiable, but the
+    gradients of max and min at ties are the native kernel's:
+    :func:`gnnagg.ops.segment_reduce` is the one to differentiate.
     """
     if reduce not in REDUCTIONS:
         raise ValueError(f"unknown reduction {reduce!r}; choose one of "

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .backend import segment_reduce
+from .backend import native_segment_reduce as segment_reduce
 
 
 class _SegmentSoftmax(torch.autograd.Function):

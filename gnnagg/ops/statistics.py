@@ -17,7 +17,10 @@ give 0 for every statistic.
 * :func:`segment_stats` reduces per-edge values already in CSR order.
 * :func:`neighbour_stats` reduces node values over each node's in-neighbours
   with sparse-matrix reductions (``torch.sparse.mm(A, x, reduce)``), never
-  forming the ``E x F`` gathered tensor.
+  forming the ``E x F`` gathered tensor in the forward pass.
+
+Maxima and minima split their gradient between ties
+(:mod:`gnnagg.ops.segment`), as PyG's scatter does.
 * :func:`shift_stats` turns statistics of :math:`\{z\}` into those of
   :math:`\{s_i + z\}` for a per-node shift :math:`s_i`.
 """
@@ -29,16 +32,15 @@ from typing import Callable, Dict, Iterable, List
 import torch
 from torch import Tensor
 
-from .backend import segment_reduce
+from .backend import native_segment_reduce
 from .csr import CSRGraph
+from .segment import segment_max
 
 STATISTICS = ("sum", "mean", "min", "max", "var", "std")
 
 #: Variances at or below this are treated as zero by ``std`` (as PyG's
 #: ``StdAggregation``), which keeps its gradient finite at zero variance.
 STD_EPS = 1e-5
-
-_SPARSE_REDUCE = {"sum": "sum", "max": "amax", "min": "amin"}
 
 
 def _check(stats: Iterable[str]) -> List[str]:
@@ -52,7 +54,8 @@ def _check(stats: Iterable[str]) -> List[str]:
 
 def _stats(reduce: Callable[[Tensor, str], Tensor], x: Tensor,
            degree: Tensor, stats: List[str]) -> Dict[str, Tensor]:
-    """Combine ``reduce(values, "sum" | "max" | "min")`` into ``stats``."""
+    """Combine ``reduce(values, "sum" | "max")`` into ``stats`` (the
+    minimum is the maximum of the negated values)."""
     out: Dict[str, Tensor] = {}
     width = x.size(-1)
     needs_square = any(s in ("var", "std") for s in stats)
@@ -73,7 +76,7 @@ def _stats(reduce: Callable[[Tensor, str], Tensor], x: Tensor,
     elif "max" in stats:
         out["max"] = reduce(x, "max")
     elif "min" in stats:
-        out["min"] = reduce(x, "min")
+        out["min"] = -reduce(-x, "max")
     return {s: out[s] for s in stats}
 
 
@@ -81,8 +84,17 @@ def segment_stats(x: Tensor, rowptr: Tensor,
                   stats: Iterable[str]) -> Dict[str, Tensor]:
     """The requested ``stats`` (from :data:`STATISTICS`) of the segments
     ``x[rowptr[i]:rowptr[i+1]]``, each ``(len(rowptr) - 1, *x.shape[1:])``."""
-    return _stats(lambda t, how: segment_reduce(t, rowptr, how), x,
-                  rowptr.diff(), _check(stats))
+    degree = rowptr.diff()
+
+    def reduce(t: Tensor, how: str) -> Tensor:
+        if how == "sum":
+            return native_segment_reduce(t, rowptr, "sum")
+        row = torch.repeat_interleave(
+            torch.arange(degree.numel(), device=rowptr.device), degree,
+            output_size=t.size(0))
+        return segment_max(t, rowptr, row)
+
+    return _stats(reduce, x, degree, _check(stats))
 
 
 def neighbour_stats(x: Tensor, csr: CSRGraph,
@@ -98,8 +110,9 @@ def neighbour_stats(x: Tensor, csr: CSRGraph,
         (csr.num_dst, csr.num_src), check_invariants=False)
 
     def reduce(t: Tensor, how: str) -> Tensor:
-        flat = t.flatten(1)
-        out = torch.sparse.mm(adjacency, flat, _SPARSE_REDUCE[how])
+        if how == "max":
+            return segment_max(t, csr.rowptr, csr.row, csr.col)
+        out = torch.sparse.mm(adjacency, t.flatten(1), "sum")
         return out.view((csr.num_dst,) + t.shape[1:])
 
     return _stats(reduce, x, csr.degree, _check(stats))

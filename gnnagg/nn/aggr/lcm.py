@@ -127,7 +127,7 @@ class LCMAggregation(SegmentAggregation, pyg_aggr.LCMAggregation):
                               torch.zeros_like(self.identity))
 
     def combine(self, a: Tensor, b: Tensor) -> Tensor:
-        """:math:`a \oplus b` for two ``(P, out_channels)`` batches."""
+        r""":math:`a \oplus b` for two ``(P, out_channels)`` batches."""
         if self.operator is not None:
             return self.operator(a, b)
         both = self.gru_cell(torch.cat([a, b]), torch.cat([b, a]))

@@ -1,6 +1,9 @@
 r"""Power mean of the messages with a (learnable) exponent."""
 from __future__ import annotations
 
+import math
+from typing import Optional
+
 from torch import Tensor
 from torch_geometric.nn import aggr as pyg_aggr
 
@@ -35,6 +38,16 @@ class PowerMeanAggregation(SegmentAggregation,
         - **input:** messages :math:`(E, F)`, destination index :math:`(E)`
         - **output:** :math:`(N, F)`
     """
+
+    def __init__(self, p: float = 1.0, learn: bool = False,
+                 channels: int = 1, clamp_min: Optional[float] = 1e-4,
+                 clamp_max: Optional[float] = 100.0):
+        if isinstance(p, bool) or not isinstance(p, (int, float)):
+            raise TypeError(f"p must be a number, got {p!r}")
+        if p == 0 or not math.isfinite(p):
+            raise ValueError(f"p must be finite and non-zero (the power mean "
+                             f"takes the 1/p-th root), got {p}")
+        super().__init__(p, learn, channels, clamp_min, clamp_max)
 
     def reduce_segments(self, x: Tensor, csr: CSRGraph) -> Tensor:
         p = self.p

@@ -1,7 +1,7 @@
 r"""PNA's degree scalers (Corso et al., 2020)."""
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Optional, Union
+from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -15,6 +15,40 @@ from .multi import MultiAggregation, resolve_aggregation
 
 SCALERS = ("identity", "amplification", "attenuation", "linear",
            "inverse_linear")
+
+
+def average_degrees(deg, scalers: List[str]) -> Tuple[float, float]:
+    r"""The scalers' normalisers from the degree histogram ``deg``:
+    :math:`\delta_{lin} = \mathbb{E}[d]` and :math:`\delta_{log} =
+    \mathbb{E}[\log(d + 1)]`. Raises ``TypeError``/``ValueError`` naming
+    ``deg`` where the histogram is not one, or where a scaler in ``scalers``
+    would divide by a normaliser of 0 (every node of degree 0)."""
+    if not isinstance(deg, (Tensor, list, tuple)):
+        raise TypeError("deg must be a degree histogram (a 1-D tensor or "
+                        "list, deg[d] = number of nodes of in-degree d), got "
+                        f"{type(deg).__name__}; compute it with "
+                        "degree_histogram()")
+    deg = torch.as_tensor(deg)
+    if deg.is_complex() or deg.dtype == torch.bool:
+        raise TypeError(f"deg must hold node counts, got dtype {deg.dtype}")
+    deg = deg.to(torch.float)
+    if deg.dim() != 1 or not bool(torch.isfinite(deg).all()) or \
+            deg.sum() <= 0 or bool((deg < 0).any()):
+        raise ValueError("deg must be a non-empty histogram of node "
+                         "in-degrees (deg[d] = number of nodes of degree "
+                         "d); compute it with degree_histogram()")
+    num_nodes = float(deg.sum())
+    bins = torch.arange(deg.numel(), dtype=torch.float)
+    avg_lin = float((bins * deg).sum()) / num_nodes
+    avg_log = float(((bins + 1).log() * deg).sum()) / num_nodes
+    zero_divisors = [s for s in scalers if avg_lin == 0 and s in (
+        "amplification", "attenuation", "linear", "inverse_linear")]
+    if zero_divisors:
+        raise ValueError(f"deg counts only nodes of in-degree 0, so the "
+                         f"scalers {zero_divisors} would divide by an "
+                         f"average degree of 0; build deg from graphs with "
+                         f"edges (degree_histogram of the training set)")
+    return avg_lin, avg_log
 
 
 def degree_histogram(graphs: Iterable) -> Tensor:
@@ -73,16 +107,8 @@ class DegreeScalerAggregation(SegmentAggregation,
         if unknown:
             raise ValueError(f"unknown scaler(s) {unknown}; choose from "
                              f"{SCALERS}")
-        deg = torch.as_tensor(deg).to(torch.float)
-        if deg.dim() != 1 or deg.sum() <= 0 or bool((deg < 0).any()):
-            raise ValueError("deg must be a non-empty histogram of node "
-                             "in-degrees (deg[d] = number of nodes of degree "
-                             "d); compute it with degree_histogram()")
-        num_nodes = float(deg.sum())
-        bins = torch.arange(deg.numel(), dtype=torch.float)
-        self.init_avg_deg_lin = float((bins * deg).sum()) / num_nodes
-        self.init_avg_deg_log = float(((bins + 1).log() * deg).sum()) / \
-            num_nodes
+        self.init_avg_deg_lin, self.init_avg_deg_log = average_degrees(
+            deg, self.scaler)
         if train_norm:
             self.avg_deg_lin = torch.nn.Parameter(torch.empty(1))
             self.avg_deg_log = torch.nn.Parameter(torch.empty(1))

@@ -39,6 +39,10 @@ class TopMAttentionAggregation(SegmentAggregation):
     def __init__(self, in_channels: int, m: int, heads: int = 1,
                  t: float = 1.0, concat: bool = False):
         super().__init__()
+        for name, value in (("in_channels", in_channels), ("m", m),
+                            ("heads", heads)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} must be an int, got {value!r}")
         if m < 1 or heads < 1:
             raise ValueError(f"m and heads must be positive, got m={m}, "
                              f"heads={heads}")

@@ -1,0 +1,128 @@
+"""Maxima and minima at ties: every tied input gets an equal share of the
+upstream gradient, whatever its sign, as PyG's scatter gives."""
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+from torch_geometric.nn import aggr as pyg_aggr
+from torch_geometric.utils import scatter
+
+from gnnagg.nn import aggr
+from gnnagg.ops import (csr_view, neighbour_stats, segment_max, segment_min,
+                        segment_reduce, segment_stats)
+
+from conftest import random_graph
+
+
+def tied_messages(num_nodes, num_messages, width, levels, seed):
+    """Integer-valued messages (few distinct values: many ties; none 0, see
+    :func:`test_a_zero_maximum_shares_its_whole_gradient`), their
+    destinations and an upstream gradient of either sign."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randint(1, levels + 1, (num_messages, width), generator=gen)
+    index = torch.randint(0, num_nodes, (num_messages,), generator=gen)
+    grad = torch.randn(num_nodes, width, generator=gen, dtype=torch.double)
+    return x.double(), index, grad
+
+
+def pyg_gradient(x, index, grad, reduce):
+    x = x.clone().requires_grad_()
+    out = scatter(x, index, 0, grad.size(0), reduce)
+    return torch.autograd.grad(out, x, grad)[0]
+
+
+@settings(max_examples=40, deadline=None)
+@given(num_nodes=st.integers(1, 6), num_messages=st.integers(0, 30),
+       levels=st.integers(1, 3), seed=st.integers(0, 10_000),
+       reduce=st.sampled_from(["max", "min"]))
+def test_segment_extremes_split_ties_like_pyg(num_nodes, num_messages, levels,
+                                              seed, reduce):
+    x, index, grad = tied_messages(num_nodes, num_messages, 3, levels, seed)
+    order = torch.argsort(index, stable=True)
+    rowptr = torch.zeros(num_nodes + 1, dtype=torch.long)
+    rowptr[1:] = torch.bincount(index, minlength=num_nodes).cumsum(0)
+    x_sorted = x[order].requires_grad_()
+    out = segment_reduce(x_sorted, rowptr, reduce)
+    got = torch.autograd.grad(out, x_sorted, grad)[0]
+    expected = pyg_gradient(x, index, grad, reduce)[order]
+    torch.testing.assert_close(got, expected)
+    # a valid subgradient: each output's gradient is shared out in full
+    nonempty = rowptr.diff() > 0
+    torch.testing.assert_close(scatter(got, index[order], 0, num_nodes)[
+        nonempty], grad[nonempty])
+
+
+@settings(max_examples=30, deadline=None)
+@given(num_nodes=st.integers(1, 8), num_edges=st.integers(0, 40),
+       levels=st.integers(1, 3), seed=st.integers(0, 10_000))
+def test_neighbour_extremes_split_ties_with_duplicate_edges(
+        num_nodes, num_edges, levels, seed):
+    edge_index = random_graph(num_nodes, num_edges, seed=seed)
+    edge_index = torch.cat([edge_index, edge_index[:, :num_edges // 2]], 1)
+    x, _, grad = tied_messages(num_nodes, num_nodes, 3, levels, seed)
+    csr = csr_view(edge_index, num_nodes)
+    for reduce, function in (("max", segment_max), ("min", segment_min)):
+        node_x = x.clone().requires_grad_()
+        out = function(node_x, csr.rowptr, csr.row, csr.col)
+        got = torch.autograd.grad(out, node_x, grad)[0]
+        gathered = x.index_select(0, edge_index[0]).requires_grad_()
+        expected_out = scatter(gathered, edge_index[1], 0, num_nodes, reduce)
+        torch.testing.assert_close(out, expected_out)
+        grad_edges = torch.autograd.grad(expected_out, gathered, grad)[0]
+        expected = scatter(grad_edges, edge_index[0], 0, num_nodes)
+        torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.parametrize("stats", [["max"], ["min"], ["min", "max"],
+                                   ["mean", "min", "max", "std"]])
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_statistics_at_zero_variance_match_pyg(stats, sign):
+    # every message equal within its node: ties everywhere, variance zero
+    index = torch.tensor([0, 0, 0, 1, 1, 3])
+    x = torch.tensor([[2.0], [2.0], [2.0], [-1.0], [-1.0], [5.0]],
+                     dtype=torch.double)
+    grad = sign * torch.ones(4, len(stats), dtype=torch.double)
+    ours = aggr.MultiAggregation(stats)
+    reference = pyg_aggr.MultiAggregation(stats)
+    results = []
+    for module in (ours, reference):
+        leaf = x.clone().requires_grad_()
+        out = module(leaf, index, dim_size=4)
+        results.append((out, torch.autograd.grad(out, leaf, grad)[0]))
+    torch.testing.assert_close(results[0][0], results[1][0])
+    torch.testing.assert_close(results[0][1], results[1][1])
+
+
+def test_a_zero_maximum_shares_its_whole_gradient():
+    # PyG's scatter counts its zero-initialised output as a tie where the
+    # maximum is exactly 0 and hands out half the gradient; gnnagg's share
+    # sums to the upstream gradient there too
+    x = torch.tensor([[0.0], [-1.0]], requires_grad=True)
+    aggr.MaxAggregation()(x, torch.tensor([0, 0])).sum().backward()
+    torch.testing.assert_close(x.grad, torch.tensor([[1.0], [0.0]]))
+
+
+def test_two_equal_messages_with_negative_gradient():
+    # the issue's example: PyG gives [-0.5, -0.5]
+    for module in (aggr.MaxAggregation(), aggr.MinAggregation()):
+        x = torch.ones(2, 1, requires_grad=True)
+        module(x, torch.tensor([0, 0])).sum().neg().backward()
+        torch.testing.assert_close(x.grad, torch.full((2, 1), -0.5))
+
+
+def test_segment_and_neighbour_stats_agree_on_ties():
+    edge_index = torch.tensor([[0, 0, 1, 2, 2], [3, 3, 3, 3, 0]])
+    x = torch.tensor([[1.0, 0.0], [1.0, 2.0], [0.0, 2.0], [9.0, 9.0]],
+                     dtype=torch.double)
+    csr = csr_view(edge_index, 4)
+    grad = -torch.ones(4, 4, dtype=torch.double)
+    node_x = x.clone().requires_grad_()
+    out = torch.cat(list(neighbour_stats(node_x, csr, ["min", "max"])
+                         .values()), -1)
+    from_nodes = torch.autograd.grad(out, node_x, grad)[0]
+    gathered = x.index_select(0, csr.col).requires_grad_()
+    out2 = torch.cat(list(segment_stats(gathered, csr.rowptr, ["min", "max"])
+                          .values()), -1)
+    torch.testing.assert_close(out, out2)
+    per_edge = torch.autograd.grad(out2, gathered, grad)[0]
+    torch.testing.assert_close(
+        from_nodes, torch.zeros_like(x).index_add_(0, csr.col, per_edge))

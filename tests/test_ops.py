@@ -45,6 +45,27 @@ def test_csr_view_is_cached_and_rebuilt_after_inplace_change():
     assert torch.equal(rebuilt.edge_index(), edge_index)
 
 
+@pytest.mark.parametrize("edit", ["data", "numpy"])
+def test_csr_view_cache_sees_edits_that_bump_no_version(edit):
+    # .data and .numpy() writes leave tensor._version unchanged
+    edge_index = torch.tensor([[0, 1, 2], [1, 2, 0]])
+    first = csr_view(edge_index, 3)
+    version = edge_index._version
+    if edit == "data":
+        edge_index.data[1, 0] = 0
+    else:
+        edge_index.numpy()[1, 0] = 0
+    assert edge_index._version == version
+    rebuilt = csr_view(edge_index, 3)
+    assert rebuilt is not first
+    assert torch.equal(rebuilt.edge_index(), edge_index)
+    assert rebuilt.degree.tolist() == [2, 0, 1]
+    # two views of the same edges (with and without loops) both stay cached
+    loops = csr_view(edge_index, 3, self_loops=True)
+    assert csr_view(edge_index, 3) is rebuilt
+    assert csr_view(edge_index, 3, self_loops=True) is loops
+
+
 def test_self_loop_view_matches_pyg_order():
     from torch_geometric.utils import add_self_loops, remove_self_loops
     edge_index = torch.tensor([[0, 1, 1, 2, 2], [1, 1, 0, 2, 0]])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, List
+from typing import Any, Callable, List
 
 import torch
 import torch.distributed as dist
@@ -59,6 +59,28 @@ def leave_distributed(process: Process) -> None:
     if process.distributed and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def main_first(make: Callable[[], Any], process: Process) -> Any:
+    """``make()`` on rank 0, then on the other ranks once it has finished:
+    for work that writes files the others read (a data set's first
+    processing), which all ranks doing at once would corrupt. A failure on
+    rank 0 is raised on every rank."""
+    if not process.distributed:
+        return make()
+    result, error = None, None
+    if process.is_main:
+        try:
+            result = make()
+        except Exception as caught:  # re-raised below, on every rank
+            error = caught
+    failure = broadcast(None if error is None else
+                        f"{type(error).__name__}: {error}", process)
+    if error is not None:
+        raise error
+    if failure is not None:
+        raise RuntimeError(f"rank 0 failed: {failure}")
+    return result if process.is_main else make()
 
 
 def broadcast(obj: Any, process: Process) -> Any:

@@ -19,9 +19,9 @@ from ..models import build_model, check_model  # noqa: E402
 from ..nn.aggr import degree_histogram  # noqa: E402
 from .checkpoint import Checkpoint  # noqa: E402
 from .distributed import (Process, broadcast, global_mean,  # noqa: E402
-                          init_distributed, leave_distributed)
+                          init_distributed, leave_distributed, main_first)
 from .results import ResultStore, config_tag  # noqa: E402
-from .training import fit, run_seeds  # noqa: E402
+from .training import check_positive, fit, run_seeds  # noqa: E402
 
 GRAPH_DATASETS = ("ogbg-molhiv", "ogbg-molpcba")
 NODE_DATASETS = ("ogbn-arxiv", "ogbn-products", "ogbn-proteins")
@@ -319,8 +319,9 @@ def run_ogb(dataset_name: str, model: str, runs: int = 10,
     process = init_distributed(device)
     config = dict(load_config(dataset_name, model, config_path),
                   **(overrides or {}))
-    config["epochs"] = epochs or config.get("epochs", 100)
-    dataset = load_ogb(dataset_name, root)
+    config["epochs"] = config.get("epochs", 100) if epochs is None else epochs
+    check_positive(epochs=config["epochs"], runs=runs)
+    dataset = main_first(lambda: load_ogb(dataset_name, root), process)
     task = _graph_task if dataset_name in GRAPH_DATASETS else _node_task
     store = ResultStore(out_dir)
     metric = {"ogbg-molhiv": "rocauc", "ogbg-molpcba": "ap",

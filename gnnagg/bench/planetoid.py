@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from ..models import build_model, check_model
 from .results import ResultStore
-from .training import fit, run_seeds
+from .training import check_positive, fit, run_seeds
 
 PLANETOID = ("Cora", "CiteSeer", "PubMed")
 
@@ -73,6 +73,7 @@ def run_planetoid(name: str, model: str, runs: int, root: str, out_dir: str,
     """``runs`` seeds of ``model`` on a Planetoid data set, results appended
     to ``out_dir/results.jsonl`` (finished seeds are skipped)."""
     check_model(model)
+    check_positive(runs=runs, epochs=epochs, patience=patience)
     dataset = load_planetoid(name, root)
     data = dataset[0].to(device)
     store = ResultStore(out_dir)

@@ -14,6 +14,16 @@ from .distributed import Process, broadcast
 from .results import ResultStore
 
 
+def check_positive(**values: Optional[int]) -> None:
+    """``ValueError`` naming the first of ``values`` (name=value) that is
+    not a positive integer (None is allowed: not set)."""
+    for name, value in values.items():
+        if value is not None and (isinstance(value, bool) or
+                                  not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name} must be a positive integer, got "
+                             f"{value!r}")
+
+
 def fit(train_epoch: Callable[[int], float],
         evaluate: Callable[[], Dict[str, float]], epochs: int,
         patience: Optional[int] = None, desc: str = "epochs",
@@ -31,6 +41,7 @@ def fit(train_epoch: Callable[[int], float],
     with a saved state continues after its last finished epoch (reported
     as ``resumed_from_epoch``, 0 for a fresh run).
     """
+    check_positive(epochs=epochs, patience=patience)
     state = {"epoch": 0, "curve": {"train_loss": [], "valid": [], "test": []},
              "best": None, "best_key": None, "best_valid": -float("inf"),
              "best_loss": float("inf"), "waited": 0, "seconds": 0.0}

@@ -10,6 +10,7 @@ from torch import Tensor
 from torch_geometric.nn import SAGEConv, global_mean_pool
 
 from ..nn import GATConv, GATv2Conv, PNAConv, TANGNNConv
+from ..nn.conv.inputs import check_features
 from ..nn.aggr import (LCMAggregation, MaxAggregation, MeanAggregation,
                        RecurrentAggregation, SumAggregation,
                        TopMAttentionAggregation)
@@ -56,6 +57,23 @@ def make_conv(kind: str, in_channels: int, out_channels: int,
     return SAGEConv(in_channels, out_channels, aggr=aggregation)
 
 
+def check_node_input(encoder: torch.nn.Module, x: Tensor) -> None:
+    """Clear errors for input the first layer cannot read: a linear encoder
+    takes float ``(N, in_features)`` of its dtype, OGB's ``AtomEncoder``
+    integer ``(N, num_atom_features)``."""
+    if isinstance(encoder, torch.nn.Linear):
+        check_features("x", x, encoder.in_features, encoder.weight.dtype)
+        return
+    atom_features = len(getattr(encoder, "atom_embedding_list", ()))
+    if atom_features and (not isinstance(x, Tensor) or x.dim() != 2 or
+                          x.size(1) != atom_features or
+                          x.is_floating_point()):
+        raise ValueError(f"x must be integer atom features of shape (N, "
+                         f"{atom_features}) (OGB's featurisation), got "
+                         f"{getattr(x, 'dtype', type(x).__name__)} of shape "
+                         f"{tuple(getattr(x, 'shape', ()))}")
+
+
 class GNN(torch.nn.Module):
     r"""``encoder -> [conv -> BatchNorm -> ReLU -> dropout] x L -> head``
 (``batch_norm=False`` leaves the BatchNorm out).
@@ -98,6 +116,7 @@ class GNN(torch.nn.Module):
     def forward(self, x: Tensor, edge_index: Tensor,
                 edge_attr: Optional[Tensor] = None,
                 batch: Optional[Tensor] = None) -> Tensor:
+        check_node_input(self.encoder, x)
         h = self.encoder(x)
         if self.uses_edges and edge_attr is not None:
             edge_attr = (self.edge_encoder(edge_attr)

@@ -9,6 +9,7 @@ from torch import Tensor
 from torch_geometric.nn import global_mean_pool
 
 from ..nn import TANGNNConv
+from .gnn import check_node_input
 
 
 class TANGNN(torch.nn.Module):
@@ -41,6 +42,7 @@ class TANGNN(torch.nn.Module):
     def encode(self, x: Tensor, edge_index: Tensor,
                batch: Optional[Tensor] = None) -> Tensor:
         if self.encoder is not None:
+            check_node_input(self.encoder, x)
             x = self.encoder(x)
         outputs = []
         for conv in self.convs:

@@ -68,13 +68,42 @@ def _segment_slots(colptr: Tensor, nodes: Tensor, fanout: int,
     return start[position] + offset, position
 
 
+def _check_csc(colptr: Tensor, row: Tensor) -> None:
+    for name, value in (("colptr", colptr), ("row", row)):
+        if not isinstance(value, Tensor) or value.dim() != 1 or \
+                value.dtype not in (torch.long, torch.int32):
+            raise TypeError(f"{name} must be a 1-D integer tensor, got "
+                            f"{getattr(value, 'dtype', type(value).__name__)}")
+    if colptr.numel() == 0 or int(colptr[0]) != 0 or \
+            int(colptr[-1]) != row.numel() or bool((colptr.diff() < 0).any()):
+        raise ValueError("colptr must be non-decreasing offsets from 0 to "
+                         f"len(row) ({row.numel()})")
+    num_nodes = colptr.numel() - 1
+    if row.numel() and (int(row.min()) < 0 or int(row.max()) >= num_nodes):
+        raise ValueError(f"row holds node ids outside [0, {num_nodes}) "
+                         f"(min {int(row.min())}, max {int(row.max())})")
+
+
 def sample_neighbors(colptr: Tensor, row: Tensor, seeds: Tensor,
                      num_neighbors: Sequence[int],
                      generator: Optional[torch.Generator] = None
                      ) -> SampledSubgraph:
     """Sample ``len(num_neighbors)`` hops around ``seeds`` (distinct node
-    ids); ``num_neighbors[k] < 0`` takes every in-neighbour at hop k."""
+    ids); ``num_neighbors[k] < 0`` takes every in-neighbour at hop k.
+    The graph is the CSC pair ``(colptr, row)``: the in-neighbours of node
+    ``i`` are ``row[colptr[i]:colptr[i+1]]``. Every argument is checked
+    (one pass over ``row``) and a bad one raises ``TypeError`` or
+    ``ValueError`` naming it."""
+    _check_csc(colptr, row)
     num_nodes = colptr.numel() - 1
+    if not isinstance(seeds, Tensor) or seeds.dim() != 1 or \
+            seeds.is_floating_point() or seeds.dtype == torch.bool:
+        raise TypeError("seeds must be a 1-D integer tensor of node ids, got "
+                        f"{getattr(seeds, 'dtype', type(seeds).__name__)}")
+    if any(isinstance(n, bool) or not isinstance(n, int)
+           for n in num_neighbors):
+        raise TypeError("num_neighbors must be a list of ints, got "
+                        f"{list(num_neighbors)!r}")
     seeds = seeds.long()
     if seeds.numel() and (int(seeds.min()) < 0 or
                           int(seeds.max()) >= num_nodes):

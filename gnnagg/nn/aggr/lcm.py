@@ -2,7 +2,7 @@ r"""Learnable commutative monoid aggregation (Ong and Velickovic, 2022) and
 the recurrent baseline it is compared with."""
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import List, Optional, Union
 
 import torch
 from torch import Tensor
@@ -163,9 +163,13 @@ class LCMAggregation(SegmentAggregation, pyg_aggr.LCMAggregation):
 class RecurrentAggregation(SegmentAggregation):
     r"""The recurrent baseline: a GRU or LSTM reads each neighbourhood in a
     random order (a new one every training pass; edge order in eval) and
-    returns its last hidden state. :math:`O(\max_i d_i)` sequential steps;
-    the neighbourhoods are packed (``PackedSequence``), not padded.
-    Nodes without neighbours get 0."""
+    returns its last hidden state. All neighbourhoods advance together, one
+    cell call per step: :math:`\max_i d_i` steps, the longest
+    neighbourhoods first in every step's batch (packed, not padded).
+    Forward and backward are linear in the number of messages, whatever the
+    degree (PyTorch's own GRU/LSTM backward grows with the square of the
+    sequence length). Parameters are those of a one-layer ``torch.nn.GRU``
+    or ``LSTM`` (``rnn``). Nodes without neighbours get 0."""
 
     def __init__(self, in_channels: int, out_channels: int,
                  cell: str = "gru"):
@@ -180,7 +184,6 @@ class RecurrentAggregation(SegmentAggregation):
         self.rnn.reset_parameters()
 
     def reduce_segments(self, x: Tensor, csr: CSRGraph) -> Tensor:
-        from torch.nn.utils.rnn import PackedSequence
         lengths = csr.degree
         segment = csr.row if csr.num_edges else lengths.new_zeros(0)
         position = torch.arange(csr.num_edges, device=x.device) - \
@@ -197,14 +200,37 @@ class RecurrentAggregation(SegmentAggregation):
         rank[by_length] = torch.arange(by_length.numel(), device=x.device)
         time_major = torch.argsort(position * max(1, by_length.numel()) +
                                    rank[segment])
-        batch_sizes = torch.bincount(position).cpu()
         out = x.new_zeros(csr.num_dst, self.out_channels)
         if by_length.numel() == 0:
             return out
-        packed = PackedSequence(x.index_select(0, time_major), batch_sizes)
-        _, hidden = self.rnn(packed)
-        last = hidden[0] if self.cell == "lstm" else hidden
-        return out.index_put((by_length,), last[0])
+        batch_sizes = torch.bincount(position).tolist()
+        last = self._run(x.index_select(0, time_major), batch_sizes)
+        return out.index_put((by_length,), last)
+
+    def _run(self, packed: Tensor, batch_sizes: List[int]) -> Tensor:
+        """The cell over time-major ``packed`` inputs (step ``t`` holds the
+        ``batch_sizes[t]`` longest sequences, longest first); the last
+        hidden state of every sequence, longest first. The input is split
+        once (its backward is one concatenation) and finished sequences are
+        split off, so no step's backward touches more than its own rows."""
+        weights = [getattr(self.rnn, name) for name in (
+            "weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
+            if hasattr(self.rnn, name)]
+        h = packed.new_zeros(batch_sizes[0], self.out_channels)
+        c = h if self.cell == "lstm" else None
+        finished = []
+        for step, size in zip(packed.split(batch_sizes), batch_sizes):
+            if size < h.size(0):
+                h, done = h.split([size, h.size(0) - size])
+                finished.append(done)
+                if c is not None:
+                    c = c[:size]
+            if c is None:
+                h = torch.gru_cell(step, h, *weights)
+            else:
+                h, c = torch.lstm_cell(step, (h, c), *weights)
+        finished.append(h)
+        return torch.cat(finished[::-1])
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}({self.in_channels}, "

@@ -14,7 +14,8 @@ from torch_geometric.utils import softmax as pyg_softmax
 from ...ops import (CSRGraph, csr_of_adjacency, csr_view, segment_softmax,
                     weighted_aggregate)
 from .fusion import FusedMessagePassing, message_path_needed
-from .inputs import as_edge_index, check_edge_features, check_features
+from .inputs import (check_edge_features, check_features,
+                     edge_index_and_sizes, layer_dtype)
 
 class AttentionConv(FusedMessagePassing):
     r"""Mixin of attention layers that derive from PyG's namesake: PyG's
@@ -84,25 +85,23 @@ class AttentionConv(FusedMessagePassing):
             (self.in_channels, self.in_channels)
             if isinstance(self.in_channels, int) else self.in_channels)
         if isinstance(x, Tensor):
-            check_features("x", x, src_channels)
+            check_features("x", x, src_channels, layer_dtype(self))
             if src_channels != dst_channels:
                 raise ValueError("layer was built for bipartite input "
                                  f"{self.in_channels}; pass x=(x_src, x_dst)")
             return x, x
         if not isinstance(x, (tuple, list)) or len(x) != 2:
             raise TypeError("x must be a tensor or a pair (x_src, x_dst)")
-        check_features("x_src", x[0], src_channels)
+        check_features("x_src", x[0], src_channels, layer_dtype(self))
         if x[1] is not None:
-            check_features("x_dst", x[1], dst_channels)
+            check_features("x_dst", x[1], dst_channels,
+                           layer_dtype(self))
         return x[0], x[1]
 
-    def _graph(self, edge_index, num_src: int, num_dst: int,
+    def _graph(self, edge_index, num_src: int, num_dst: Optional[int],
                size: Optional[Tuple[int, int]] = None) -> CSRGraph:
-        edge_index, sparse_size = as_edge_index(edge_index)
-        if size is not None:
-            num_src, num_dst = size
-        elif sparse_size is not None and None not in sparse_size:
-            num_src, num_dst = sparse_size
+        edge_index, num_src, num_dst = edge_index_and_sizes(
+            edge_index, num_src, num_dst, size)
         return csr_view(edge_index, num_src, num_dst, self.add_self_loops)
 
     def _edge_features(self, csr: CSRGraph,
@@ -110,9 +109,10 @@ class AttentionConv(FusedMessagePassing):
         """Edge features in CSR order (self-loop rows filled), or None."""
         if edge_attr is None:
             return None
-        if edge_attr.dim() == 1:
+        if isinstance(edge_attr, Tensor) and edge_attr.dim() == 1:
             edge_attr = edge_attr.view(-1, 1)
-        check_edge_features(edge_attr, self.edge_dim, csr.num_input_edges)
+        check_edge_features(edge_attr, self.edge_dim, csr.num_input_edges,
+                            layer_dtype(self))
         edge_attr = csr.add_loop_features(edge_attr, self.fill_value)
         return csr.to_csr_order(edge_attr)
 

@@ -91,8 +91,8 @@ class GATConv(AttentionConv, PyGGATConv):
         if x_dst is not None:
             h_dst = (h_src if x_dst is x_src and lin_dst is lin_src else
                      lin_dst(x_dst).view(-1, H, C))
-        num_dst = h_src.size(0) if h_dst is None else h_dst.size(0)
-        csr = self._graph(edge_index, h_src.size(0), num_dst, size)
+        csr = self._graph(edge_index, h_src.size(0),
+                          None if h_dst is None else h_dst.size(0), size)
         graph = csr.by_destination
         alpha_dst = None if h_dst is None else (h_dst * self.att_dst).sum(-1)
         alpha = self.edge_updater(

@@ -14,7 +14,8 @@ from ...ops import (CSRGraph, csr_view, neighbour_stats, permute_rows,
 from ..aggr import DegreeScalerAggregation, StatAggregation
 from .fusion import (MESSAGE_HOOKS, FusedMessagePassing,
                      message_path_needed)
-from .inputs import as_edge_index, check_edge_features, check_features
+from .inputs import (check_edge_features, check_features,
+                     edge_index_and_sizes, layer_dtype)
 
 #: hooks that make PNAConv run PyG's path: its fused path computes the
 #: scaled aggregation only inside U's first linear map, so it has no
@@ -111,8 +112,9 @@ class PNAConv(FusedMessagePassing, PyGPNAConv):
             # PyG's forward calls propagate, this one not:
             # propagate_type: (x: Tensor, edge_attr: OptTensor)
             return super().forward(x, edge_index, edge_attr)
-        check_features("x", x, self.in_channels)
-        csr = csr_view(as_edge_index(edge_index)[0], x.size(0))
+        check_features("x", x, self.in_channels, layer_dtype(self))
+        csr = csr_view(*edge_index_and_sizes(edge_index, x.size(0),
+                                             x.size(0)))
         edge_feat = self._edge_features(csr, edge_attr)
         if self.divide_input:
             x = x.view(-1, self.towers, self.F_in)
@@ -175,7 +177,8 @@ class PNAConv(FusedMessagePassing, PyGPNAConv):
         """Encoded edge features in CSR order, or None."""
         if edge_attr is None:
             return None
-        check_edge_features(edge_attr, self.edge_dim, csr.num_edges)
+        check_edge_features(edge_attr, self.edge_dim, csr.num_edges,
+                            layer_dtype(self))
         return self.edge_encoder(csr.to_csr_order(edge_attr))
 
     @property

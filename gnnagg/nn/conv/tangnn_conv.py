@@ -14,7 +14,7 @@ from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.nn.dense.linear import Linear
 
 from ...ops import CSRGraph, csr_view, neighbour_stats, segment_topm
-from .inputs import as_edge_index, check_features
+from .inputs import check_features, edge_index_and_sizes, layer_dtype
 
 
 def _graph_segments(batch: Optional[Tensor], num_nodes: int,
@@ -22,11 +22,17 @@ def _graph_segments(batch: Optional[Tensor], num_nodes: int,
     """Offsets of the graphs of a batch (one graph when ``batch`` is None)."""
     if batch is None:
         return torch.tensor([0, num_nodes], device=device)
+    if not isinstance(batch, Tensor) or batch.is_floating_point() or \
+            batch.is_complex() or batch.dtype == torch.bool:
+        raise TypeError("batch must be an integer tensor of graph ids, got "
+                        f"{getattr(batch, 'dtype', type(batch).__name__)}")
     if batch.dim() != 1 or batch.numel() != num_nodes:
         raise ValueError(f"batch must hold one graph id per node "
                          f"({num_nodes}), got shape {tuple(batch.shape)}")
     if batch.numel() and bool((batch.diff() < 0).any()):
         raise ValueError("batch must be sorted (as PyG's loaders make it)")
+    if batch.numel() and int(batch[0]) < 0:
+        raise ValueError(f"batch holds a negative graph id ({int(batch[0])})")
     counts = torch.bincount(batch) if batch.numel() else batch.new_zeros(1)
     ptr = counts.new_zeros(counts.numel() + 1)
     torch.cumsum(counts, 0, out=ptr[1:])
@@ -96,8 +102,9 @@ class TANGNNConv(MessagePassing):
                 batch: Optional[Tensor] = None) -> Tensor:
         """``x``: ``(N, in_channels)``; ``batch``: graph id of every node
         (sorted), for mini-batches of graphs."""
-        check_features("x", x, self.in_channels)
-        csr = csr_view(as_edge_index(edge_index)[0], x.size(0))
+        check_features("x", x, self.in_channels, layer_dtype(self))
+        csr = csr_view(*edge_index_and_sizes(edge_index, x.size(0),
+                                             x.size(0)))
         local = self.lin_self(x) + self._neighbour_mean(x, csr)
         out = self.lin_out(torch.cat([local, self._global_attention(
             x, _graph_segments(batch, x.size(0), x.device))], dim=-1))

@@ -36,9 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     planetoid.add_argument("dataset")
     planetoid.add_argument("--model", required=True,
                            help=f"one of {', '.join(MODELS)}")
-    planetoid.add_argument("--runs", type=int, default=10)
-    planetoid.add_argument("--epochs", type=int, default=1000)
-    planetoid.add_argument("--patience", type=int, default=100)
+    planetoid.add_argument("--runs", type=_positive, default=10)
+    planetoid.add_argument("--epochs", type=_positive, default=1000)
+    planetoid.add_argument("--patience", type=_positive, default=100)
     planetoid.add_argument("--root", default="data/Planetoid")
     planetoid.add_argument("--raw-dir", help="folder with the raw "
                            "ind.<name>.* files, linked into --root")
@@ -49,14 +49,14 @@ def _parser() -> argparse.ArgumentParser:
     ogb.add_argument("dataset")
     ogb.add_argument("--model", required=True,
                      help=f"one of {', '.join(MODELS)}")
-    ogb.add_argument("--runs", type=int, default=10)
-    ogb.add_argument("--epochs", type=int)
+    ogb.add_argument("--runs", type=_positive, default=10)
+    ogb.add_argument("--epochs", type=_positive)
     ogb.add_argument("--root", default="data/ogb")
     ogb.add_argument("--device", default="cpu")
     ogb.add_argument("--config", help="JSON hyperparameters (default: "
                      "benchmarks/configs/<dataset>.json)")
     ogb.add_argument("--out", default="results/ogb")
-    ogb.add_argument("--batch-size", type=int, help="mini-batch size (node "
+    ogb.add_argument("--batch-size", type=_positive, help="mini-batch size (node "
                      "tasks: NeighborLoader seeds; the global batch under "
                      "torchrun)")
     ogb.add_argument("--fanout", type=_fanout, help="neighbours sampled per "
@@ -72,12 +72,27 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive integer, got {text!r}")
+    return value
+
+
 def _fanout(text: str) -> List[int]:
     try:
-        return [int(part) for part in text.split(",")]
+        fanout = [int(part) for part in text.split(",")]
+        if any(n == 0 or n < -1 for n in fanout):
+            raise ValueError
+        return fanout
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers such as 15,10,5, got "
+            f"expected comma-separated positive integers (or -1: all) such "
+            f"as 15,10,5, got "
             f"{text!r}") from None
 
 
@@ -115,6 +130,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    out = getattr(args, "out", None)
+    if out is not None and os.path.exists(out) and not os.path.isdir(out):
+        parser.error(f"--out {out} is a file; name a folder (it holds "
+                     f"results.jsonl, the leaderboard and checkpoints)")
     try:
         _run(args)
     except (ValueError, FileNotFoundError) as error:

@@ -95,6 +95,32 @@ def test_ogb_runner_resumes_and_writes_reports(molhiv_root, tmp_path):
     assert seeds == [0, 1]  # seed 0 not redone
 
 
+def test_torchrun_prepares_a_never_processed_data_set_once(hiv_csv,
+                                                            tmp_path):
+    """Two ranks on raw files never processed: rank 0 processes them while
+    rank 1 waits (both at once corrupted the processed file)."""
+    root, out = tmp_path / "ogb", tmp_path / "res"
+    assert main(["prepare", "ogbg-molhiv", "--from", str(hiv_csv),
+                 "--root", str(root)]) == 0
+    processed = root / "ogbg_molhiv" / "processed"
+    assert not processed.exists()
+    (tmp_path / "cfg.json").write_text(json.dumps(
+        {"default": {"batch_size": 1024, "model": {"hidden_channels": 8,
+                                                    "num_layers": 1}}}))
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone",
+         "--nproc-per-node", "2", "-m", "gnnagg", "ogb", "ogbg-molhiv",
+         "--model", "gat", "--runs", "1", "--epochs", "1", "--root",
+         str(root), "--out", str(out), "--config",
+         str(tmp_path / "cfg.json")], capture_output=True, text=True,
+        env=dict(os.environ, OMP_NUM_THREADS="1", OUTDATED_IGNORE="1"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    [record] = ResultStore(out).records()
+    assert record["processes"] == 2 and 0.0 <= record["test"] <= 1.0
+    assert len(list(processed.glob("*.pt"))) >= 1
+
+
 def test_planetoid_runner_on_real_cora(tmp_path):
     out = tmp_path / "res"
     assert main(["planetoid", "Cora", "--model", "gat", "--runs", "1",

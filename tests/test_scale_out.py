@@ -212,9 +212,41 @@ def _env():
                 PYTHONPATH=str(REPO))
 
 
+def _latest_checkpoint(out) -> Path:
+    [path] = [p for p in (Path(out) / "checkpoints").glob("*.pt")
+              if not p.stem.endswith(".previous")]
+    return path
+
+
 def _final_parameters(out):
-    [path] = (Path(out) / "checkpoints").glob("*.pt")
-    return torch.load(path, weights_only=False)["model"]
+    return torch.load(_latest_checkpoint(out), weights_only=False)["model"]
+
+
+def _kill_after_epochs(command, out, min_epoch):
+    """Start ``command``, SIGKILL it and every process under it (for
+    torchrun: the agent and both ranks, which it starts in sessions of their
+    own), as when a machine dies, once a checkpoint of epoch ``min_epoch``
+    or later is saved; the epoch of the last checkpoint."""
+    victim = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    checkpoints = out / "checkpoints"
+    saved_epoch, deadline = 0, time.time() + 300
+    while saved_epoch < min_epoch and time.time() < deadline:
+        time.sleep(0.05)
+        for path in checkpoints.glob("*.pt"):  # written atomically
+            saved_epoch = max(saved_epoch, torch.load(
+                path, weights_only=False)["loop"]["epoch"])
+    root = psutil.Process(victim.pid)
+    tree = [root] + root.children(recursive=True)
+    for process in tree:  # the launcher first: it cannot restart workers
+        try:
+            process.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    victim.wait()
+    psutil.wait_procs(tree)
+    return torch.load(_latest_checkpoint(out), weights_only=False)["loop"][
+        "epoch"]
 
 
 def test_two_gloo_processes_match_one_with_the_same_global_batch(
@@ -287,10 +319,9 @@ LAUNCHERS = {"python": [sys.executable, "-m", "gnnagg"],
 @pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
 def test_killed_run_resumes_to_the_uninterrupted_result(arxiv_layout,
                                                         tmp_path, launcher):
-    """SIGKILL to the run and every process under it (for torchrun: the
-    agent and both ranks, which it starts in sessions of their own), as when
-    a machine dies, after >= 3 saved epochs; rerunning the command resumes
-    there and finishes with the uninterrupted run's curve and scores."""
+    """SIGKILL to the run and every process under it after >= 3 saved
+    epochs; rerunning the command resumes there and finishes with the
+    uninterrupted run's curve and scores."""
     config = _config(tmp_path)
     epochs = 8
     command = LAUNCHERS[launcher]
@@ -298,26 +329,9 @@ def test_killed_run_resumes_to_the_uninterrupted_result(arxiv_layout,
     subprocess.run(command + _ogb_command(arxiv_layout, straight, config,
                                           epochs, batch_size=32),
                    check=True, env=_env(), capture_output=True)
-    victim = subprocess.Popen(
+    saved_epoch = _kill_after_epochs(
         command + _ogb_command(arxiv_layout, killed, config, epochs,
-                               batch_size=32),
-        env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    checkpoints = killed / "checkpoints"
-    saved_epoch, deadline = 0, time.time() + 300
-    while saved_epoch < 3 and time.time() < deadline:
-        time.sleep(0.05)
-        for path in checkpoints.glob("*.pt"):  # written atomically
-            saved_epoch = torch.load(path, weights_only=False)["loop"][
-                "epoch"]
-    root = psutil.Process(victim.pid)
-    tree = [root] + root.children(recursive=True)
-    for process in tree:  # the launcher first: it cannot restart workers
-        try:
-            process.send_signal(signal.SIGKILL)
-        except psutil.NoSuchProcess:
-            pass
-    victim.wait()
-    psutil.wait_procs(tree)
+                               batch_size=32), killed, 3)
     assert 3 <= saved_epoch < epochs
     assert not ResultStore(killed).records()  # it was stopped mid-run
     subprocess.run(command + _ogb_command(arxiv_layout, killed, config,
@@ -329,3 +343,70 @@ def test_killed_run_resumes_to_the_uninterrupted_result(arxiv_layout,
     assert b["curve"] == a["curve"]  # every epoch, none lost or redone
     assert (b["test"], b["valid"], b["best_epoch"]) == \
         (a["test"], a["valid"], a["best_epoch"])
+
+
+def _damage(path: Path, how: str) -> None:
+    if how == "truncated":
+        path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+    elif how == "garbage":
+        path.write_bytes(b"not a checkpoint at all" * 100)
+    else:  # overwritten by another model's checkpoint
+        torch.save({"model": {"weight": torch.zeros(3)}, "optimizer": {},
+                    "loop": {"epoch": 99}, "rng": [None]}, path)
+
+
+@pytest.mark.parametrize("how", ["truncated", "garbage", "another_run"])
+def test_damaged_checkpoint_is_set_aside_and_the_run_goes_on(
+        arxiv_layout, tmp_path, how):
+    """Killed after >= 2 saved epochs, the last checkpoint damaged: the rerun
+    names it, keeps it as .corrupt-*, resumes from the epoch before (kept
+    for this) and ends with the uninterrupted run's curve."""
+    config, epochs = _config(tmp_path), 6
+    command = LAUNCHERS["python"]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    subprocess.run(command + _ogb_command(arxiv_layout, straight, config,
+                                          epochs, batch_size=32),
+                   check=True, env=_env(), capture_output=True)
+    rerun = command + _ogb_command(arxiv_layout, killed, config, epochs,
+                                   batch_size=32)
+    saved_epoch = _kill_after_epochs(rerun, killed, 2)
+    assert 2 <= saved_epoch < epochs
+    damaged = _latest_checkpoint(killed)
+    _damage(damaged, how)
+    proc = subprocess.run(rerun, env=_env(), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert str(damaged) in proc.stderr and "Traceback" not in proc.stderr
+    [kept] = damaged.parent.glob(damaged.name + ".corrupt-*")
+    assert kept.stat().st_size > 0  # set aside, never deleted
+    [a], [b] = ResultStore(straight).records(), ResultStore(killed).records()
+    assert b["resumed_from_epoch"] == saved_epoch - 1
+    assert b["curve"] == a["curve"]
+    assert (b["test"], b["valid"]) == (a["test"], a["valid"])
+
+
+def test_damaged_results_lines_are_set_aside_and_only_those_runs_redone(
+        arxiv_layout, tmp_path):
+    out, config = tmp_path / "out", _config(tmp_path)
+    command = [sys.executable, "-m", "gnnagg"] + _ogb_command(
+        arxiv_layout, out, config, 2)
+    command[command.index("--runs") + 1] = "3"
+    subprocess.run(command, check=True, env=_env(), capture_output=True)
+    results = out / "results.jsonl"
+    lines = results.read_text().splitlines()
+    assert len(lines) == 3
+    # a run killed mid-write by hand: seed 1's line cut short, then garbage
+    results.write_text(lines[0] + "\n" + lines[1][:40] + "\n" + lines[2] +
+                       "\n\x00\x00garbage{\n")
+    before = results.read_text()
+    proc = subprocess.run(command, env=_env(), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert str(results) in proc.stderr and "Traceback" not in proc.stderr
+    [kept] = out.glob("results.jsonl.corrupt-*")
+    assert kept.read_text() == before  # the file as it was, kept
+    records = ResultStore(out).records()
+    assert sorted(r["seed"] for r in records) == [0, 1, 2]
+    import json
+    assert json.loads(lines[0]) in records and json.loads(lines[2]) in \
+        records  # the good runs are kept as they were, not redone
+    redone = next(r for r in records if r["seed"] == 1)
+    assert redone["curve"] == json.loads(lines[1])["curve"]

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import os
 import random
+import warnings
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from .distributed import Process, gather
+from .results import set_aside
 
 
 def _rng_state() -> dict:
@@ -44,6 +47,13 @@ class Checkpoint:
         self.path = Path(path)
         self.model, self.optimizer, self.process = model, optimizer, process
 
+    @property
+    def previous_path(self) -> Path:
+        """The checkpoint before the last one, kept for when the last is
+        damaged."""
+        return self.path.with_name(self.path.stem + ".previous" +
+                                   self.path.suffix)
+
     def save(self, loop_state: dict) -> None:
         rng = gather(_rng_state(), self.process)
         if not self.process.is_main:
@@ -53,21 +63,53 @@ class Checkpoint:
         torch.save({"model": self.model.state_dict(),
                     "optimizer": self.optimizer.state_dict(),
                     "loop": loop_state, "rng": rng}, tmp)
+        if self.path.exists():
+            os.replace(self.path, self.previous_path)
         os.replace(tmp, self.path)
 
     def load(self) -> Optional[dict]:
         """The saved epoch-loop state after restoring everything else, or
-        ``None`` when there is no checkpoint."""
-        if not self.path.exists():
-            return None
-        saved = torch.load(self.path, map_location="cpu",
-                           weights_only=False)
-        if len(saved["rng"]) != self.process.world_size:
-            raise ValueError(
-                f"checkpoint {self.path} was written by "
-                f"{len(saved['rng'])} processes; resume it with as many "
-                f"(this run has {self.process.world_size})")
-        self.model.load_state_dict(saved["model"])
-        self.optimizer.load_state_dict(saved["optimizer"])
-        _set_rng_state(saved["rng"][self.process.rank])
-        return saved["loop"]
+        ``None`` when there is no checkpoint.
+
+        A checkpoint that cannot be read or does not fit this run (truncated,
+        overwritten) is set aside as ``<name>.corrupt-<time>`` with a
+        warning naming it, and the previous epoch's checkpoint is tried;
+        with neither, the run starts over. Every rank reads the same file
+        (rank 0 sets damaged ones aside only after all have looked)."""
+        for path in (self.path, self.previous_path):
+            if not path.exists():
+                continue
+            try:
+                saved = torch.load(path, map_location="cpu",
+                                   weights_only=False)
+                ranks = len(saved["rng"])
+            except Exception as error:  # any damage: set aside, go on
+                self._set_aside(path, error)
+                continue
+            if ranks != self.process.world_size:
+                raise ValueError(
+                    f"checkpoint {path} was written by {ranks} processes; "
+                    f"resume it with as many (this run has "
+                    f"{self.process.world_size})")
+            model_state = {k: v.clone() for k, v in
+                           self.model.state_dict().items()}
+            try:
+                self.model.load_state_dict(saved["model"])
+                self.optimizer.load_state_dict(saved["optimizer"])
+                loop = saved["loop"]
+                _ = loop["epoch"], loop["curve"]
+            except Exception as error:  # another run's checkpoint
+                self.model.load_state_dict(model_state)
+                self._set_aside(path, error)
+                continue
+            _set_rng_state(saved["rng"][self.process.rank])
+            return loop
+        return None
+
+    def _set_aside(self, path: Path, error: Exception) -> None:
+        if self.process.distributed:
+            dist.barrier()  # every rank has tried this file
+        kept = set_aside(path) if self.process.is_main else path
+        warnings.warn(f"checkpoint {path} is damaged ({type(error).__name__}"
+                      f": {str(error)[:200]}); kept as {kept}, resuming from "
+                      f"the previous state", stacklevel=3)

@@ -7,9 +7,15 @@ import hashlib
 import json
 import os
 import statistics
+import time
+import warnings
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Dict, Iterable, List, Set
+
+
+#: fields every run record has; a line without them is not a record
+REQUIRED_FIELDS = frozenset({"dataset", "model", "seed", "test", "valid"})
 
 
 class ResultStore:
@@ -22,10 +28,34 @@ class ResultStore:
         self.path = self.out_dir / "results.jsonl"
 
     def records(self) -> List[dict]:
+        """Every good record. Lines that are not a whole record (truncated,
+        garbage) are set aside: the file as it was is kept as
+        ``results.jsonl.corrupt-<time>``, a warning names both, and
+        ``results.jsonl`` keeps the good lines, so a resumed job loses no
+        finished run and redoes only the damaged ones."""
         if not self.path.exists():
             return []
-        with open(self.path) as lines:
-            return [json.loads(line) for line in lines if line.strip()]
+        good, bad = [], []
+        for number, line in enumerate(self.path.read_text(
+                errors="replace").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                record = None
+            if isinstance(record, dict) and REQUIRED_FIELDS <= record.keys():
+                good.append(record)
+            else:
+                bad.append(number)
+        if bad:
+            kept = set_aside(self.path)
+            _atomic_write(self.path, "".join(json.dumps(r) + "\n"
+                                             for r in good))
+            warnings.warn(f"{self.path}: line(s) {bad} are not whole "
+                          f"records; the file as it was is kept as {kept} "
+                          f"and those runs will be redone", stacklevel=2)
+        return good
 
     def completed_seeds(self, dataset: str, model: str,
                         config: dict) -> Set[int]:
@@ -48,6 +78,19 @@ class ResultStore:
         _atomic_write(self.out_dir / "leaderboard.md",
                       leaderboard(records, metric))
         plot_curves(records, self.out_dir / "curves.png", metric)
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a damaged file to ``<name>.corrupt-<time>`` (never deleted:
+    the user may want it) and return the new path."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    counter = 1
+    while target.exists():
+        counter += 1
+        target = path.with_name(f"{path.name}.corrupt-{stamp}-{counter}")
+    os.replace(path, target)
+    return target
 
 
 def _atomic_write(path: Path, text: str) -> None:

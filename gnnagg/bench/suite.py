@@ -8,6 +8,7 @@ import json
 import math
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
@@ -21,6 +22,7 @@ from ..models import make_conv
 from ..nn.aggr import degree_histogram
 from .synthetic import (GRAPH_TASKS, NODE_TASKS, degree_extrapolation,
                         dictionary_lookup, multitask_graphs)
+from .results import set_aside
 from .training import seed_everything
 
 SUITE_MODELS = ("gat", "gatv2", "pna", "lcm", "gru", "topm", "sum", "mean",
@@ -91,10 +93,16 @@ def _train(model, loader, loss_fn: Callable, epochs: int, lr: float,
 
 
 def _cached(cache: Path, name: str, make: Callable):
-    """Generated data, kept in ``cache/name.pt`` (written atomically)."""
+    """Generated data, kept in ``cache/name.pt`` (written atomically; a
+    damaged file is set aside and the data made again)."""
     path = cache / f"{name}.pt"
     if path.exists():
-        return torch.load(path, weights_only=False)  # our own cache file
+        try:
+            return torch.load(path, weights_only=False)  # our own cache
+        except Exception as error:  # any damage: set aside, make again
+            kept = set_aside(path)
+            warnings.warn(f"{path} is damaged ({type(error).__name__}); "
+                          f"kept as {kept}, made again", stacklevel=2)
     data = make()
     cache.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -237,6 +245,24 @@ def _save(path: Path, results: Dict) -> None:
     os.replace(tmp, path)
 
 
+def _load(path: Path) -> Dict:
+    """The results saved so far; a damaged file is set aside (kept as
+    ``<name>.corrupt-<time>``, with a warning) and its tasks are rerun."""
+    if not path.exists():
+        return {}
+    try:
+        results = json.loads(path.read_text())
+        if not isinstance(results, dict) or not all(
+                isinstance(v, dict) for v in results.values()):
+            raise ValueError("not a table of results per task")
+        return results
+    except ValueError as error:  # JSONDecodeError is one
+        kept = set_aside(path)
+        warnings.warn(f"{path} is damaged ({error}); kept as {kept}, its "
+                      f"tasks will be run again", stacklevel=2)
+        return {}
+
+
 def leaderboard(results: Dict) -> str:
     """Markdown tables, one per task, a row per model."""
     tables = []
@@ -259,7 +285,7 @@ def run_suite(out_dir: str, quick: bool = False, seed: int = 0,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"suite{'-quick' if quick else ''}.json"
-    results = json.loads(path.read_text()) if path.exists() else {}
+    results = _load(path)
     cache = out / "cache"
     tasks = {f"DictionaryLookup k={k} (accuracy)":
              (lambda m, k=k: lookup_task(m, k, sizes, cache, seed))

@@ -306,13 +306,16 @@ def csr_from_index(index: Optional[Tensor], num_segments: int,
     ``IndexError``, which PyG's ``Aggregation`` turns into its "invalid
     'dim_size'" error."""
     if ptr is not None:
-        total = int(ptr[-1]) if ptr.numel() else 0
+        total = int(ptr[-1]) if ptr.dim() == 1 and ptr.numel() else 0
         if ptr.dim() != 1 or ptr.numel() == 0 or (
                 num_messages is not None and total != num_messages):
             raise ValueError(f"ptr must be a 1-D tensor of segment offsets "
                              f"ending at the number of messages "
                              f"({num_messages}), got shape "
                              f"{tuple(ptr.shape)} ending at {total}")
+        if int(ptr[0]) != 0 or bool((ptr.diff() < 0).any()):
+            raise ValueError("ptr must be non-decreasing segment offsets "
+                             f"from 0, got {ptr.tolist()[:8]}...")
         ids = torch.arange(total, device=ptr.device)
         return CSRGraph(ptr, ids, ids, ids.numel(), ptr.numel() - 1)
     if index is None:

@@ -126,3 +126,30 @@ def test_segment_and_neighbour_stats_agree_on_ties():
     per_edge = torch.autograd.grad(out2, gathered, grad)[0]
     torch.testing.assert_close(
         from_nodes, torch.zeros_like(x).index_add_(0, csr.col, per_edge))
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_pna_edge_feature_path_with_duplicate_edges_matches_pyg(sign):
+    # duplicated edges carrying equal edge features give equal messages:
+    # PNA's min/max over them tie exactly
+    import torch_geometric.nn as pyg_nn
+    from gnnagg.nn import PNAConv
+    edge_index = torch.tensor([[0, 0, 0, 1, 2, 2, 3], [1, 1, 1, 0, 3, 3, 2]])
+    edge_attr = torch.tensor([[1.0, 0.0]] * 3 + [[0.0, 1.0]] +
+                             [[2.0, 2.0]] * 2 + [[0.5, 0.5]],
+                             dtype=torch.double)
+    deg = torch.tensor([0, 2, 1, 1])
+    args = (4, 4, ["mean", "min", "max", "std"], ["identity", "linear"], deg)
+    reference = pyg_nn.PNAConv(*args, edge_dim=2).double()
+    ours = PNAConv(*args, edge_dim=2).double()
+    ours.load_state_dict(reference.state_dict())
+    x = torch.randint(0, 2, (4, 4)).double()
+    results = []
+    for module in (ours, reference):
+        leaf, attr = x.clone().requires_grad_(), edge_attr.clone() \
+            .requires_grad_()
+        out = module(leaf, edge_index, attr)
+        results.append([out] + list(torch.autograd.grad(
+            sign * out.sum(), [leaf, attr] + list(module.parameters()))))
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want)

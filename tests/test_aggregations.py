@@ -86,7 +86,7 @@ def test_permutation_invariance(seed, num_messages, name):
                                module(x[shuffle], index[shuffle], dim_size=15))
 
 
-def test_multi_aggregation_matches_pyg_and_shares_one_grouping(monkeypatch):
+def test_multi_aggregation_matches_pyg_and_never_sorts(monkeypatch):
     names = ["mean", "min", "max", "std", "softmax"]
     ours = aggr.MultiAggregation(names)
     x, index = _messages()
@@ -97,17 +97,19 @@ def test_multi_aggregation_matches_pyg_and_shares_one_grouping(monkeypatch):
     monkeypatch.setattr(base, "csr_from_index",
                         lambda *a, **k: calls.append(1) or original(*a, **k))
     torch.testing.assert_close(ours(x, index, dim_size=15), expected)
-    assert len(calls) == 1
+    assert calls == []  # reduced by index: no grouping, no sort
+    with_tree = aggr.MultiAggregation(["mean",
+                                       aggr.LCMAggregation(6, 6).double()])
+    with_tree(x, index, dim_size=15)
+    assert len(calls) == 1  # a tree needs the messages grouped: sorted once
 
 
 def test_multi_aggregation_two_reductions_for_pna_stats(monkeypatch):
     import gnnagg.ops.statistics as module
     calls = []
-    native, maximum = module.native_segment_reduce, module.segment_max
-    monkeypatch.setattr(module, "native_segment_reduce",
-                        lambda *a: calls.append(a[2]) or native(*a))
-    monkeypatch.setattr(module, "segment_max",
-                        lambda *a: calls.append("max") or maximum(*a))
+    original = module.reduce_messages
+    monkeypatch.setattr(module, "reduce_messages",
+                        lambda *a: calls.append(a[3]) or original(*a))
     x, index = _messages()
     aggr.MultiAggregation(["mean", "min", "max", "std"])(x, index,
                                                          dim_size=15)

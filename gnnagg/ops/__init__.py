@@ -5,19 +5,25 @@ from .csr import (CSRGraph, build_csr, check_edge_index, csr_from_index,
                   csr_of_adjacency, csr_view)
 from .dynamic_attention import gatv2_score
 from .permute import permute_rows
-from .statistics import neighbour_stats, segment_stats, shift_stats
+from .statistics import (message_stats, neighbour_stats, segment_stats,
+                         shift_stats)
 from .sampling import SampledSubgraph, sample_neighbors
-from .segment import segment_max, segment_min, segment_reduce
+from .library import generic_forced, use_generic
+from .segment import (gather_reduce, reduce_messages, segment_max,
+                      segment_min, segment_reduce)
 from .segment_tree import segment_tree_reduce
-from .softmax import segment_softmax
+from .softmax import message_softmax, segment_softmax
 from .spmm import weighted_aggregate
 from .topm import segment_topm
 
 __all__ = [
     "CSRGraph", "build_csr", "check_edge_index", "csr_view", "csr_from_index",
     "csr_of_adjacency",
-    "segment_reduce", "segment_max", "segment_min", "set_backend", "get_backend", "has_torch_scatter",
+    "segment_reduce", "segment_max", "segment_min", "reduce_messages",
+    "gather_reduce", "message_stats", "use_generic", "generic_forced",
+    "set_backend", "get_backend", "has_torch_scatter",
     "segment_stats", "neighbour_stats", "shift_stats", "segment_softmax",
+    "message_softmax",
     "segment_tree_reduce", "segment_topm", "weighted_aggregate",
     "gatv2_score", "sample_neighbors", "SampledSubgraph", "permute_rows",
 ]

@@ -318,6 +318,19 @@ def csr_from_index(index: Optional[Tensor], num_segments: int,
                              f"from 0, got {ptr.tolist()[:8]}...")
         ids = torch.arange(total, device=ptr.device)
         return CSRGraph(ptr, ids, ids, ids.numel(), ptr.numel() - 1)
+    index = check_index(index, num_messages)
+    check_index_range(index, num_segments)
+    perm = torch.argsort(index, stable=True)
+    counts = torch.bincount(index, minlength=num_segments)
+    return CSRGraph(_rowptr_from_counts(counts), perm, perm, index.numel(),
+                    num_segments)
+
+
+def check_index(index: Optional[Tensor],
+                num_messages: Optional[int] = None) -> Tensor:
+    """``index`` as a long tensor after checking that it is a 1-D integer
+    tensor with one entry per message (no host sync); ``ValueError``
+    otherwise."""
     if index is None:
         raise ValueError("an aggregation needs the destination index of "
                          "every message (or a ptr of sorted segments)")
@@ -327,6 +340,13 @@ def csr_from_index(index: Optional[Tensor], num_segments: int,
     if num_messages is not None and index.numel() != num_messages:
         raise ValueError(f"index has {index.numel()} entries, but there are "
                          f"{num_messages} messages (one entry each)")
+    return index.long()
+
+
+def check_index_range(index: Tensor, num_segments: int) -> None:
+    """``ValueError`` for a negative entry of ``index``, ``IndexError`` (PyG's
+    ``Aggregation`` makes it its "invalid 'dim_size'" error) for one past
+    ``num_segments``. One host sync."""
     if index.numel():
         lo, hi = torch.aminmax(index)
         if int(lo) < 0:
@@ -334,8 +354,3 @@ def csr_from_index(index: Optional[Tensor], num_segments: int,
         if int(hi) >= num_segments:
             raise IndexError(f"index holds {int(hi)}, outside [0, "
                              f"{num_segments})")
-    index = index.long()
-    perm = torch.argsort(index, stable=True)
-    counts = torch.bincount(index, minlength=num_segments)
-    return CSRGraph(_rowptr_from_counts(counts), perm, perm, index.numel(),
-                    num_segments)

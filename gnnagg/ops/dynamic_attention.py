@@ -9,11 +9,14 @@ edges at a time and keeps nothing of that size for backward, which recomputes
 it chunk by chunk. The edge projection :math:`\mathbf{W}_e \mathbf{e}_{ji}` is
 also formed per chunk, so only ``E x H`` scores and the inputs stay alive.
 Graphs whose whole pre-activation fits in one chunk skip the recomputation:
-plain autograd keeps it, which is faster and costs at most one chunk.
+plain autograd keeps it, which is faster and costs at most one chunk. The
+chunked forward and backward are the custom operators
+``torch.ops.gnnagg.gatv2_score`` and ``gatv2_score_backward`` (every device;
+under ``torch.autocast`` they run in the autocast dtype, as a matmul).
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -31,57 +34,103 @@ def _chunks(num_edges: int, width: int):
         yield slice(start, min(start + step, num_edges))
 
 
-def _preactivation(x_src, x_dst, edge_attr, edge_weight, csr, part):
-    s = x_src.index_select(0, csr.col[part])
-    s += x_dst.index_select(0, csr.row[part])
+def _preactivation(x_src, x_dst, edge_attr, edge_weight, col, row, part):
+    s = x_src.index_select(0, col[part])
+    s += x_dst.index_select(0, row[part])
     if edge_attr is not None:
         s += (edge_attr[part] @ edge_weight.t()).view_as(s)
     return s
 
 
-class _GATv2Score(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x_src, x_dst, att, edge_attr, edge_weight, csr,
-                negative_slope):
-        heads, channels = att.shape
-        scores = x_src.new_empty(csr.num_edges, heads)
-        for part in _chunks(csr.num_edges, heads * channels):
-            s = _preactivation(x_src, x_dst, edge_attr, edge_weight, csr, part)
-            scores[part] = torch.einsum("ehc,hc->eh",
-                                        F.leaky_relu_(s, negative_slope), att)
-        ctx.csr, ctx.negative_slope = csr, negative_slope
-        ctx.save_for_backward(x_src, x_dst, att, edge_attr, edge_weight)
-        return scores
+def _scores(x_src, x_dst, att, col, row, edge_attr, edge_weight,
+            negative_slope):
+    heads, channels = att.shape
+    scores = x_src.new_empty(col.numel(), heads)
+    for part in _chunks(col.numel(), heads * channels):
+        s = _preactivation(x_src, x_dst, edge_attr, edge_weight, col, row,
+                           part)
+        scores[part] = torch.einsum("ehc,hc->eh",
+                                    F.leaky_relu_(s, negative_slope), att)
+    return scores
 
-    @staticmethod
-    def backward(ctx, grad_scores):
-        x_src, x_dst, att, edge_attr, edge_weight = ctx.saved_tensors
-        csr, slope = ctx.csr, ctx.negative_slope
-        need = ctx.needs_input_grad
-        grad_src = torch.zeros_like(x_src) if need[0] else None
-        grad_dst = torch.zeros_like(x_dst) if need[1] else None
-        grad_att = torch.zeros_like(att) if need[2] else None
-        grad_edge_attr = torch.empty_like(edge_attr) if need[3] else None
-        grad_edge_weight = torch.zeros_like(edge_weight) if need[4] else None
-        heads, channels = att.shape
-        for part in _chunks(csr.num_edges, heads * channels):
-            s = _preactivation(x_src, x_dst, edge_attr, edge_weight, csr, part)
-            slope_factor = torch.where(s > 0, s.new_ones(()), s.new_full((), slope))
-            g = grad_scores[part].unsqueeze(-1)
-            if grad_att is not None:
-                grad_att += (g * s * slope_factor).sum(0)
-            d_s = slope_factor.mul_(g).mul_(att)  # d score / d pre-activation
-            if grad_src is not None:
-                grad_src.index_add_(0, csr.col[part], d_s)
-            if grad_dst is not None:
-                grad_dst.index_add_(0, csr.row[part], d_s)
+
+@torch.library.custom_op("gnnagg::gatv2_score", mutates_args=())
+def _gatv2_score(x_src: Tensor, x_dst: Tensor, att: Tensor, col: Tensor,
+                 row: Tensor, edge_attr: Optional[Tensor],
+                 edge_weight: Optional[Tensor],
+                 negative_slope: float) -> Tensor:
+    return _scores(x_src, x_dst, att, col, row, edge_attr, edge_weight,
+                   negative_slope)
+
+
+@_gatv2_score.register_fake
+def _gatv2_score_fake(x_src, x_dst, att, col, row, edge_attr, edge_weight,
+                      negative_slope):
+    return x_src.new_empty(col.shape[0], att.shape[0])
+
+
+@torch.library.custom_op("gnnagg::gatv2_score_backward", mutates_args=())
+def _gatv2_score_backward(grad_scores: Tensor, x_src: Tensor, x_dst: Tensor,
+                          att: Tensor, col: Tensor, row: Tensor,
+                          edge_attr: Optional[Tensor],
+                          edge_weight: Optional[Tensor],
+                          negative_slope: float) -> List[Tensor]:
+    """Gradients of ``x_src, x_dst, att, edge_attr, edge_weight`` (the last
+    two empty without edge features), recomputing the pre-activation one
+    chunk of edges at a time."""
+    grad_src, grad_dst = torch.zeros_like(x_src), torch.zeros_like(x_dst)
+    grad_att = torch.zeros_like(att)
+    with_edges = edge_attr is not None and edge_weight is not None
+    grad_edge_attr = (torch.empty_like(edge_attr) if with_edges
+                      else x_src.new_empty(0))
+    grad_edge_weight = (torch.zeros_like(edge_weight) if with_edges
+                        else x_src.new_empty(0))
+    heads, channels = att.shape
+    for part in _chunks(col.numel(), heads * channels):
+        s = _preactivation(x_src, x_dst, edge_attr, edge_weight, col, row,
+                           part)
+        slope = torch.where(s > 0, s.new_ones(()),
+                            s.new_full((), negative_slope))
+        g = grad_scores[part].unsqueeze(-1)
+        grad_att += (g * s * slope).sum(0)
+        d_s = slope.mul_(g).mul_(att)  # d score / d pre-activation
+        grad_src.index_add_(0, col[part], d_s)
+        grad_dst.index_add_(0, row[part], d_s)
+        if with_edges:
             d_flat = d_s.view(d_s.size(0), -1)
-            if grad_edge_attr is not None:
-                grad_edge_attr[part] = d_flat @ edge_weight
-            if grad_edge_weight is not None:
-                grad_edge_weight += d_flat.t() @ edge_attr[part]
-        return (grad_src, grad_dst, grad_att, grad_edge_attr, grad_edge_weight,
-                None, None)
+            grad_edge_attr[part] = d_flat @ edge_weight
+            grad_edge_weight += d_flat.t() @ edge_attr[part]
+    return [grad_src, grad_dst, grad_att, grad_edge_attr, grad_edge_weight]
+
+
+@_gatv2_score_backward.register_fake
+def _gatv2_score_backward_fake(grad_scores, x_src, x_dst, att, col, row,
+                               edge_attr, edge_weight, negative_slope):
+    with_edges = edge_attr is not None and edge_weight is not None
+    return [torch.empty_like(x_src), torch.empty_like(x_dst),
+            torch.empty_like(att),
+            torch.empty_like(edge_attr) if with_edges else x_src.new_empty(0),
+            torch.empty_like(edge_weight) if with_edges
+            else x_src.new_empty(0)]
+
+
+def _setup(ctx, inputs, output):
+    ctx.negative_slope = inputs[-1]
+    ctx.save_for_backward(*inputs[:-1])
+
+
+def _backward(ctx, grad_scores):
+    x_src, x_dst, att, col, row, edge_attr, edge_weight = ctx.saved_tensors
+    grads = _gatv2_score_backward(grad_scores, x_src, x_dst, att, col, row,
+                                  edge_attr, edge_weight, ctx.negative_slope)
+    if edge_attr is None:
+        grads[3] = grads[4] = None
+    return (*grads[:3], None, None, *grads[3:], None)
+
+
+_gatv2_score.register_autograd(_backward, setup_context=_setup)
+torch.library.register_autocast("gnnagg::gatv2_score", "cpu", torch.bfloat16)
+torch.library.register_autocast("gnnagg::gatv2_score", "cuda", torch.float16)
 
 
 def gatv2_score(x_src: Tensor, x_dst: Tensor, att: Tensor, csr: CSRGraph,
@@ -111,9 +160,9 @@ def gatv2_score(x_src: Tensor, x_dst: Tensor, att: Tensor, csr: CSRGraph,
         raise ValueError(f"expected {csr.num_edges} edge feature rows, got "
                          f"{edge_attr.size(0)}")
     if csr.num_edges * heads * channels <= CHUNK_ELEMENTS:
-        s = _preactivation(x_src, x_dst, edge_attr, edge_weight, csr,
-                           slice(None))
+        s = _preactivation(x_src, x_dst, edge_attr, edge_weight, csr.col,
+                           csr.row, slice(None))
         return torch.einsum("ehc,hc->eh", F.leaky_relu(s, negative_slope),
                             att)
-    return _GATv2Score.apply(x_src, x_dst, att, edge_attr, edge_weight, csr,
-                             negative_slope)
+    return _gatv2_score(x_src, x_dst, att, csr.col, csr.row, edge_attr,
+                        edge_weight, float(negative_slope))

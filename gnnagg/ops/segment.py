@@ -1,21 +1,31 @@
-r"""Differentiable segment reductions; the feature-wise maximum and minimum
-over segments or neighbourhoods split the gradient evenly between ties.
+r"""Reductions of messages by destination, as custom operators.
 
 .. math::
-    \mathrm{out}_i = \max_{k \in S_i} x_k, \qquad
-    \frac{\partial \mathrm{out}_i}{\partial x_k} =
-    \frac{[x_k = \mathrm{out}_i]}{|\{l \in S_i : x_l = \mathrm{out}_i\}|}
+    \mathrm{out}_i = \bigoplus_{k :\, \mathrm{index}_k = i} \mathrm{src}_k,
+    \qquad \oplus \in \{\sum, \mathrm{mean}, \max, \min\}
 
-This is the subgradient of PyG's ``scatter(..., reduce="max")``
-(``scatter_reduce``'s ``amax``): the upstream gradient of every output is
-shared by all the inputs that reach it, whatever its sign.
-``torch.segment_reduce`` gives every tied input the whole gradient when it is
-negative, and ``torch.sparse.mm(..., "amax")`` gives it to one of them; both
-are wrong or differ from PyG at ties, which integer, one-hot and duplicated
-data make common. (PyG's own gradient hands out only half where the maximum
-is exactly 0: its zero-initialised output counts as a tie. gnnagg's shares
-always sum to the upstream gradient.) The minimum is :math:`-\max(-x)`.
-Empty segments give 0.
+``torch.ops.gnnagg.reduce`` reduces messages given the destination of each;
+when they are also sorted by destination (a CSR ``rowptr``), the CPU runs
+``torch.segment_reduce`` (or torch-scatter, :mod:`gnnagg.ops.backend`),
+otherwise, and on every other device, a scatter. ``gather_reduce`` reduces
+node values over each node's in-neighbours (slot ``k`` reads ``x[col[k]]``)
+without forming the gathered ``E x F`` tensor on the CPU (sparse-matrix
+reductions). Empty destinations give 0.
+
+Maxima and minima split the gradient evenly between tied inputs, whatever
+its sign:
+
+.. math::
+    \frac{\partial \mathrm{out}_i}{\partial x_k} =
+    \frac{[x_k = \mathrm{out}_i]}{|\{l : \mathrm{index}_l = i,\ x_l =
+    \mathrm{out}_i\}|}
+
+the subgradient of PyG's scatter (``scatter_reduce``'s ``amax``).
+``torch.segment_reduce`` gives every tie the whole gradient when it is
+negative, ``torch.sparse.mm(..., "amax")`` gives it to one of them. (PyG's
+own gradient hands out only half where the maximum is exactly 0: its
+zero-initialised output counts as a tie. gnnagg's shares always sum to the
+upstream gradient.)
 """
 from __future__ import annotations
 
@@ -25,34 +35,170 @@ import torch
 from torch import Tensor
 
 from .backend import native_segment_reduce
+from .library import generic_forced
+
+REDUCTIONS = ("sum", "mean", "max", "min")
+_SPARSE_REDUCE = {"sum": "sum", "max": "amax", "min": "amin"}
 
 
-class _SegmentMax(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: Tensor, rowptr: Tensor, row: Tensor,
-                col: Optional[Tensor]) -> Tensor:
-        if col is None:
-            out = native_segment_reduce(x, rowptr, "max")
-        else:
-            adjacency = torch.sparse_csr_tensor(
-                rowptr, col, x.new_ones(col.numel()),
-                (rowptr.numel() - 1, x.size(0)), check_invariants=False)
-            out = torch.sparse.mm(adjacency, x.flatten(1), "amax").view(
-                (rowptr.numel() - 1,) + x.shape[1:])
-        ctx.save_for_backward(x, out, rowptr, row, col)
+def _check_reduce(reduce: str) -> None:
+    if reduce not in REDUCTIONS:
+        raise ValueError(f"unknown reduction {reduce!r}; choose one of "
+                         f"{REDUCTIONS}")
+
+
+def _broadcast(index: Tensor, like: Tensor) -> Tensor:
+    return index.view((-1,) + (1,) * (like.dim() - 1)).expand_as(like)
+
+
+def _counts(index: Tensor, rowptr: Optional[Tensor], num_segments: int,
+            dtype: torch.dtype) -> Tensor:
+    """Messages per destination, at least 1 (the divisor of a mean)."""
+    if rowptr is not None:
+        counts = rowptr.diff().to(dtype)
+    else:
+        counts = torch.zeros(num_segments, dtype=dtype, device=index.device)
+        counts.index_add_(0, index, torch.ones_like(index, dtype=dtype))
+    return counts.clamp_(min=1)
+
+
+def _scatter(src: Tensor, index: Tensor, num_segments: int,
+             reduce: str) -> Tensor:
+    """The device-generic reduction: one scatter."""
+    out = src.new_zeros((num_segments,) + tuple(src.shape[1:]))
+    if reduce in ("sum", "mean"):
+        out.index_add_(0, index, src)
+        if reduce == "mean":
+            counts = _counts(index, None, num_segments, src.dtype)
+            out = out / counts.view((-1,) + (1,) * (src.dim() - 1))
         return out
+    return out.scatter_reduce_(0, _broadcast(index, src), src,
+                               "amax" if reduce == "max" else "amin",
+                               include_self=False)
 
-    @staticmethod
-    def backward(ctx, grad_out: Tensor):
-        x, out, rowptr, row, col = ctx.saved_tensors
-        gathered = x if col is None else x.index_select(0, col)
-        winners = gathered == out.index_select(0, row)
-        ties = native_segment_reduce(winners.to(grad_out.dtype), rowptr, "sum")
-        share = (grad_out / ties.clamp(min=1)).index_select(0, row)
-        grad = share.mul_(winners)
-        if col is not None:
-            grad = x.new_zeros(x.shape).index_add_(0, col, grad)
-        return grad, None, None, None
+
+@torch.library.custom_op("gnnagg::reduce", mutates_args=())
+def _reduce(src: Tensor, index: Tensor, rowptr: Optional[Tensor],
+            num_segments: int, reduce: str) -> Tensor:
+    return _scatter(src, index, num_segments, reduce)
+
+
+@_reduce.register_kernel("cpu")
+def _reduce_cpu(src, index, rowptr, num_segments, reduce):
+    if rowptr is None or generic_forced():
+        return _scatter(src, index, num_segments, reduce)
+    return native_segment_reduce(src, rowptr, reduce)
+
+
+@_reduce.register_fake
+def _reduce_fake(src, index, rowptr, num_segments, reduce):
+    return src.new_empty((num_segments,) + tuple(src.shape[1:]))
+
+
+def _share(grad: Tensor, src: Tensor, out: Tensor, index: Tensor,
+           rowptr: Optional[Tensor], num_segments: int,
+           reduce: str) -> Tensor:
+    """The gradient of every message (gathered form, one row per index)."""
+    if reduce == "sum":
+        return grad.index_select(0, index)
+    if reduce == "mean":
+        counts = _counts(index, rowptr, num_segments, grad.dtype)
+        return (grad / counts.view((-1,) + (1,) * (grad.dim() - 1))) \
+            .index_select(0, index)
+    winners = src == out.index_select(0, index)
+    ties = _reduce(winners.to(grad.dtype), index, rowptr, num_segments,
+                   "sum")
+    return (grad / ties.clamp(min=1)).index_select(0, index).mul_(winners)
+
+
+def _reduce_setup(ctx, inputs, output):
+    src, index, rowptr, num_segments, reduce = inputs
+    ctx.num_segments, ctx.reduce = num_segments, reduce
+    extremes = reduce in ("max", "min")
+    ctx.save_for_backward(src if extremes else None, index, rowptr,
+                          output if extremes else None)
+
+
+def _reduce_backward(ctx, grad):
+    src, index, rowptr, out = ctx.saved_tensors
+    return (_share(grad, src, out, index, rowptr, ctx.num_segments,
+                   ctx.reduce), None, None, None, None)
+
+
+_reduce.register_autograd(_reduce_backward, setup_context=_reduce_setup)
+
+
+@torch.library.custom_op("gnnagg::gather_reduce", mutates_args=())
+def _gather_reduce(x: Tensor, col: Tensor, index: Tensor,
+                   rowptr: Optional[Tensor], num_segments: int,
+                   reduce: str) -> Tensor:
+    return _scatter(x.index_select(0, col), index, num_segments, reduce)
+
+
+@_gather_reduce.register_kernel("cpu")
+def _gather_reduce_cpu(x, col, index, rowptr, num_segments, reduce):
+    if rowptr is None or generic_forced():
+        return _scatter(x.index_select(0, col), index, num_segments, reduce)
+    how = "sum" if reduce == "mean" else reduce
+    adjacency = torch.sparse_csr_tensor(
+        rowptr, col, x.new_ones(col.numel()), (num_segments, x.size(0)),
+        check_invariants=False)
+    out = torch.sparse.mm(adjacency, x.flatten(1), _SPARSE_REDUCE[how]) \
+        .view((num_segments,) + tuple(x.shape[1:]))
+    if reduce == "mean":
+        out = out / _counts(index, rowptr, num_segments, x.dtype).view(
+            (-1,) + (1,) * (x.dim() - 1))
+    return out
+
+
+@_gather_reduce.register_fake
+def _gather_reduce_fake(x, col, index, rowptr, num_segments, reduce):
+    return x.new_empty((num_segments,) + tuple(x.shape[1:]))
+
+
+def _gather_reduce_setup(ctx, inputs, output):
+    x, col, index, rowptr, num_segments, reduce = inputs
+    ctx.num_segments, ctx.reduce = num_segments, reduce
+    extremes = reduce in ("max", "min")
+    ctx.save_for_backward(x if extremes else None, col, index, rowptr,
+                          output if extremes else None)
+    ctx.num_src = x.size(0)
+
+
+def _gather_reduce_backward(ctx, grad):
+    x, col, index, rowptr, out = ctx.saved_tensors
+    gathered = None if x is None else x.index_select(0, col)
+    per_slot = _share(grad, gathered, out, index, rowptr, ctx.num_segments,
+                      ctx.reduce)
+    grad_x = grad.new_zeros((ctx.num_src,) + tuple(grad.shape[1:]))
+    return (grad_x.index_add_(0, col, per_slot), None, None, None, None,
+            None)
+
+
+_gather_reduce.register_autograd(_gather_reduce_backward,
+                                 setup_context=_gather_reduce_setup)
+
+
+def reduce_messages(src: Tensor, index: Tensor, num_segments: int,
+                    reduce: str, rowptr: Optional[Tensor] = None) -> Tensor:
+    r"""Reduce the messages ``src`` (``(E, *F)``) by destination ``index``
+    (``(E,)``) into ``(num_segments, *F)``; with ``rowptr`` the messages are
+    sorted by destination (``index`` is then the CSR ``row``) and the CPU
+    reduces contiguous segments. Differentiable; max and min split the
+    gradient between ties."""
+    _check_reduce(reduce)
+    return _reduce(src, index, rowptr, num_segments, reduce)
+
+
+def segment_reduce(src: Tensor, rowptr: Tensor, reduce: str) -> Tensor:
+    r"""Reduce consecutive segments ``src[rowptr[i]:rowptr[i+1]]`` (dim 0):
+    :func:`reduce_messages` for messages sorted by destination."""
+    if reduce == "prod":  # MulAggregation's; PyTorch's autograd is exact
+        return native_segment_reduce(src, rowptr, "prod")
+    row = torch.repeat_interleave(
+        torch.arange(rowptr.numel() - 1, device=rowptr.device),
+        rowptr.diff(), output_size=src.size(0))
+    return reduce_messages(src, row, rowptr.numel() - 1, reduce, rowptr)
 
 
 def segment_max(x: Tensor, rowptr: Tensor, row: Tensor,
@@ -70,32 +216,24 @@ def segment_max(x: Tensor, rowptr: Tensor, row: Tensor,
     Returns:
         ``(N, *F)``, 0 for empty segments.
     """
-    return _SegmentMax.apply(x, rowptr, row, col)
+    if col is None:
+        return _reduce(x, row, rowptr, rowptr.numel() - 1, "max")
+    return _gather_reduce(x, col, row, rowptr, rowptr.numel() - 1, "max")
 
 
 def segment_min(x: Tensor, rowptr: Tensor, row: Tensor,
                 col: Optional[Tensor] = None) -> Tensor:
-    r""":math:`-\,\mathrm{segment\_max}(-x)`: the minimum, ties sharing the
-    gradient (arguments as :func:`segment_max`)."""
-    return -_SegmentMax.apply(-x, rowptr, row, col)
+    r"""The minimum, ties sharing the gradient (arguments as
+    :func:`segment_max`)."""
+    if col is None:
+        return _reduce(x, row, rowptr, rowptr.numel() - 1, "min")
+    return _gather_reduce(x, col, row, rowptr, rowptr.numel() - 1, "min")
 
 
-def segment_reduce(src: Tensor, rowptr: Tensor, reduce: str) -> Tensor:
-    r"""Reduce consecutive segments of ``src`` along dim 0:
-
-    .. math::
-        \mathrm{out}_i = \bigoplus_{k=\mathrm{rowptr}_i}^{\mathrm{rowptr}_{i+1}-1}
-        \mathrm{src}_k, \qquad \oplus \in \{\sum, \mathrm{mean}, \max,
-        \min, \prod\}
-
-    on the kernel :mod:`gnnagg.ops.backend` selects. Empty segments give 0
-    (1 for the product). Differentiable; max and min split the gradient
-    between ties (:func:`segment_max`).
-    """
-    if reduce not in ("max", "min"):
-        return native_segment_reduce(src, rowptr, reduce)
-    row = torch.repeat_interleave(
-        torch.arange(rowptr.numel() - 1, device=rowptr.device),
-        rowptr.diff(), output_size=src.size(0))
-    extreme = segment_max if reduce == "max" else segment_min
-    return extreme(src, rowptr, row)
+def gather_reduce(x: Tensor, col: Tensor, index: Tensor, num_segments: int,
+                  reduce: str, rowptr: Optional[Tensor] = None) -> Tensor:
+    r""":func:`reduce_messages` of the gathered ``x[col]`` (node values over
+    each node's in-neighbours), without forming it on the CPU when the
+    slots are sorted (``rowptr``)."""
+    _check_reduce(reduce)
+    return _gather_reduce(x, col, index, rowptr, num_segments, reduce)

@@ -1,46 +1,75 @@
-r"""Numerically stable softmax over the incoming edges of every node."""
+r"""Numerically stable softmax over the incoming edges of every node, as the
+custom operator ``torch.ops.gnnagg.softmax``."""
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 from torch import Tensor
 
-from .backend import native_segment_reduce as segment_reduce
+from .segment import reduce_messages
 
 
-class _SegmentSoftmax(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, logits: Tensor, rowptr: Tensor, row: Tensor) -> Tensor:
-        row_max = segment_reduce(logits, rowptr, "max")
-        out = logits - row_max.index_select(0, row)
-        out.exp_()
-        out.div_(segment_reduce(out, rowptr, "sum").index_select(0, row))
-        ctx.save_for_backward(out, rowptr, row)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out: Tensor):
-        out, rowptr, row = ctx.saved_tensors
-        weighted = grad_out * out
-        row_sum = segment_reduce(weighted, rowptr, "sum").index_select(0, row)
-        return weighted.sub_(out * row_sum), None, None
+def _softmax(logits: Tensor, index: Tensor, rowptr: Optional[Tensor],
+             num_segments: int) -> Tensor:
+    row_max = reduce_messages(logits, index, num_segments, "max", rowptr)
+    out = logits - row_max.index_select(0, index)
+    out.exp_()
+    total = reduce_messages(out, index, num_segments, "sum", rowptr)
+    return out.div_(total.index_select(0, index))
 
 
-def segment_softmax(logits: Tensor, rowptr: Tensor, row: Tensor) -> Tensor:
-    r"""Softmax of per-edge ``logits`` (CSR order, shape ``(E, ...)``) over
-    the incoming edges of each destination node, given the CSR row pointer
-    ``rowptr`` and the destination ``row`` of every edge:
+@torch.library.custom_op("gnnagg::softmax", mutates_args=())
+def _softmax_op(logits: Tensor, index: Tensor, rowptr: Optional[Tensor],
+                num_segments: int) -> Tensor:
+    if logits.numel() == 0:
+        return logits.clone()
+    return _softmax(logits, index, rowptr, num_segments)
+
+
+@_softmax_op.register_fake
+def _softmax_fake(logits, index, rowptr, num_segments):
+    return torch.empty_like(logits)
+
+
+def _setup(ctx, inputs, output):
+    _, index, rowptr, num_segments = inputs
+    ctx.num_segments = num_segments
+    ctx.save_for_backward(output, index, rowptr)
+
+
+def _backward(ctx, grad_out):
+    out, index, rowptr = ctx.saved_tensors
+    weighted = grad_out * out
+    total = reduce_messages(weighted, index, ctx.num_segments, "sum", rowptr)
+    return (weighted.sub_(out * total.index_select(0, index)), None, None,
+            None)
+
+
+_softmax_op.register_autograd(_backward, setup_context=_setup)
+
+
+def message_softmax(logits: Tensor, index: Tensor, num_segments: int,
+                    rowptr: Optional[Tensor] = None) -> Tensor:
+    r"""Softmax of per-message ``logits`` (shape ``(E, ...)``) over the
+    messages of each destination ``index``; with ``rowptr`` the messages
+    are sorted by destination (``index`` is then the CSR ``row``):
 
     .. math::
         \alpha_{ij} = \frac{\exp(e_{ij} - m_i)}{\sum_{k \in \mathcal{N}(i)}
         \exp(e_{ik} - m_i)}, \qquad m_i = \max_{k \in \mathcal{N}(i)} e_{ik}
 
-    Subtracting the row maximum keeps it finite for logits of any size;
-    nodes without incoming edges own no entries. Backward keeps only the
-    output (:math:`\partial e = \alpha \odot (g - \sum_k \alpha_k g_k)`).
+    Subtracting the row maximum keeps it finite for logits of any size.
+    Backward keeps only the output (:math:`\partial e = \alpha \odot (g -
+    \sum_k \alpha_k g_k)`).
     """
-    if logits.size(0) != row.numel():
-        raise ValueError(f"expected {row.numel()} logits (one per edge), "
+    if logits.size(0) != index.numel():
+        raise ValueError(f"expected {index.numel()} logits (one per edge), "
                          f"got {logits.size(0)}")
-    if logits.numel() == 0:
-        return logits.clone()
-    return _SegmentSoftmax.apply(logits, rowptr, row)
+    return _softmax_op(logits, index, rowptr, num_segments)
+
+
+def segment_softmax(logits: Tensor, rowptr: Tensor, row: Tensor) -> Tensor:
+    r""":func:`message_softmax` of logits in CSR order, given the row pointer
+    ``rowptr`` and the destination ``row`` of every edge."""
+    return message_softmax(logits, row, rowptr.numel() - 1, rowptr)

@@ -14,27 +14,28 @@ min and max together from one max over :math:`[x, -x]`: ``mean, min, max,
 std`` cost two reductions instead of one or two each. Empty neighbourhoods
 give 0 for every statistic.
 
+* :func:`message_stats` reduces messages by destination (sorted or not).
 * :func:`segment_stats` reduces per-edge values already in CSR order.
 * :func:`neighbour_stats` reduces node values over each node's in-neighbours
-  with sparse-matrix reductions (``torch.sparse.mm(A, x, reduce)``), never
-  forming the ``E x F`` gathered tensor in the forward pass.
-
-Maxima and minima split their gradient between ties
-(:mod:`gnnagg.ops.segment`), as PyG's scatter does.
+  with sparse-matrix reductions on the CPU (``torch.sparse.mm(A, x,
+  reduce)``), never forming the ``E x F`` gathered tensor in the forward
+  pass.
 * :func:`shift_stats` turns statistics of :math:`\{z\}` into those of
   :math:`\{s_i + z\}` for a per-node shift :math:`s_i`.
+
+All run on the operators of :mod:`gnnagg.ops.segment`; maxima and minima
+split their gradient between ties, as PyG's scatter does.
 """
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, Iterable, List
+from typing import Callable, Dict, Iterable, List, Optional
 
 import torch
 from torch import Tensor
 
-from .backend import native_segment_reduce
 from .csr import CSRGraph
-from .segment import segment_max
+from .segment import gather_reduce, reduce_messages
 
 STATISTICS = ("sum", "mean", "min", "max", "var", "std")
 
@@ -80,42 +81,41 @@ def _stats(reduce: Callable[[Tensor, str], Tensor], x: Tensor,
     return {s: out[s] for s in stats}
 
 
+def message_stats(x: Tensor, index: Tensor, num_segments: int,
+                  stats: Iterable[str],
+                  rowptr: Optional[Tensor] = None) -> Dict[str, Tensor]:
+    """The requested ``stats`` (from :data:`STATISTICS`) of the messages
+    ``x`` by destination ``index`` (sorted by it when ``rowptr`` is
+    given), each ``(num_segments, *x.shape[1:])``."""
+    stats = _check(stats)
+    degree = (rowptr.diff() if rowptr is not None else
+              torch.zeros(num_segments, dtype=torch.long, device=x.device)
+              .index_add_(0, index, torch.ones_like(index, dtype=torch.long)))
+    return _stats(lambda t, how: reduce_messages(t, index, num_segments, how,
+                                                 rowptr), x, degree, stats)
+
+
 def segment_stats(x: Tensor, rowptr: Tensor,
                   stats: Iterable[str]) -> Dict[str, Tensor]:
     """The requested ``stats`` (from :data:`STATISTICS`) of the segments
     ``x[rowptr[i]:rowptr[i+1]]``, each ``(len(rowptr) - 1, *x.shape[1:])``."""
-    degree = rowptr.diff()
-
-    def reduce(t: Tensor, how: str) -> Tensor:
-        if how == "sum":
-            return native_segment_reduce(t, rowptr, "sum")
-        row = torch.repeat_interleave(
-            torch.arange(degree.numel(), device=rowptr.device), degree,
-            output_size=t.size(0))
-        return segment_max(t, rowptr, row)
-
-    return _stats(reduce, x, degree, _check(stats))
+    row = torch.repeat_interleave(
+        torch.arange(rowptr.numel() - 1, device=rowptr.device),
+        rowptr.diff(), output_size=x.size(0))
+    return message_stats(x, row, rowptr.numel() - 1, stats, rowptr)
 
 
 def neighbour_stats(x: Tensor, csr: CSRGraph,
                     stats: Iterable[str]) -> Dict[str, Tensor]:
     """The requested ``stats`` of ``{x[j] : j -> i}`` for every destination
-    ``i`` of ``csr``, from node values ``x`` (``(num_src, *F)``), by sparse
-    matrix reductions; each result is ``(num_dst, *F)``."""
+    ``i`` of ``csr``, from node values ``x`` (``(num_src, *F)``), each
+    ``(num_dst, *F)``."""
     if x.size(0) != csr.num_src:
         raise ValueError(f"expected {csr.num_src} rows of node values, got "
                          f"{x.size(0)}")
-    adjacency = torch.sparse_csr_tensor(
-        csr.rowptr, csr.col, x.new_ones(csr.num_edges),
-        (csr.num_dst, csr.num_src), check_invariants=False)
-
-    def reduce(t: Tensor, how: str) -> Tensor:
-        if how == "max":
-            return segment_max(t, csr.rowptr, csr.row, csr.col)
-        out = torch.sparse.mm(adjacency, t.flatten(1), "sum")
-        return out.view((csr.num_dst,) + t.shape[1:])
-
-    return _stats(reduce, x, csr.degree, _check(stats))
+    return _stats(lambda t, how: gather_reduce(
+        t, csr.col, csr.row, csr.num_dst, how, csr.rowptr), x, csr.degree,
+        _check(stats))
 
 
 def shift_stats(stats: Dict[str, Tensor], shift: Tensor,

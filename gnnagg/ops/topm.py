@@ -13,28 +13,42 @@ import torch
 from torch import Tensor
 
 
-def segment_topm(scores: Tensor, rowptr: Tensor, m: int) -> Tensor:
-    """Boolean mask, shaped like ``scores`` (``(E,)`` or ``(E, H)``), of the
-    ``m`` highest scores of every segment ``rowptr[i]:rowptr[i+1]`` (per
-    column)."""
-    if m < 1:
-        raise ValueError(f"m must be at least 1, got {m}")
-    if scores.size(0) != int(rowptr[-1]):
-        raise ValueError(f"expected {int(rowptr[-1])} scores, got "
-                         f"{scores.size(0)}")
-    if torch.isnan(scores).any():
-        raise ValueError("scores contain NaN")
+@torch.library.custom_op("gnnagg::segment_topm", mutates_args=())
+def _segment_topm(scores: Tensor, rowptr: Tensor, m: int) -> Tensor:
     columns = scores.unsqueeze(-1) if scores.dim() == 1 else scores
     num_entries, heads = columns.shape
     lengths = rowptr.diff()
     segment = torch.repeat_interleave(
         torch.arange(lengths.numel(), device=rowptr.device), lengths,
         output_size=num_entries)
+    # entries come grouped by segment, so after the two sorts position k
+    # still belongs to segment[k]: its rank is the same for every head
+    keep = (torch.arange(num_entries, device=rowptr.device) -
+            rowptr[segment]) < m
     mask = torch.zeros_like(columns, dtype=torch.bool)
     for head in range(heads):
         order = torch.argsort(columns[:, head], descending=True, stable=True)
         order = order[torch.argsort(segment[order], stable=True)]
-        rank = torch.arange(num_entries, device=rowptr.device) - \
-            rowptr[segment]
-        mask[order, head] = rank < m
+        mask[order, head] = keep
     return mask.view(scores.shape)
+
+
+@_segment_topm.register_fake
+def _segment_topm_fake(scores, rowptr, m):
+    return torch.empty_like(scores, dtype=torch.bool)
+
+
+def segment_topm(scores: Tensor, rowptr: Tensor, m: int) -> Tensor:
+    """Boolean mask, shaped like ``scores`` (``(E,)`` or ``(E, H)``), of the
+    ``m`` highest scores of every segment ``rowptr[i]:rowptr[i+1]`` (per
+    column). NaN scores are refused (a host sync; skipped while
+    ``torch.compile`` traces)."""
+    if isinstance(m, bool) or not isinstance(m, int) or m < 1:
+        raise ValueError(f"m must be a positive int, got {m!r}")
+    if not torch.compiler.is_compiling():
+        if scores.size(0) != int(rowptr[-1]):
+            raise ValueError(f"expected {int(rowptr[-1])} scores, got "
+                             f"{scores.size(0)}")
+        if torch.isnan(scores).any():
+            raise ValueError("scores contain NaN")
+    return _segment_topm(scores, rowptr, m)

@@ -7,7 +7,9 @@ import torch
 from torch import Tensor
 from torch_geometric.nn.aggr import Aggregation
 
+from ...debug import is_debug_enabled
 from ...ops import CSRGraph, csr_from_index
+from ...ops.csr import check_index, check_index_range
 
 
 def require_index(index: Optional[Tensor]) -> None:
@@ -29,13 +31,23 @@ def infer_dim_size(index: Optional[Tensor], ptr: Optional[Tensor],
 
 
 class SegmentAggregation(Aggregation):
-    r"""A PyG :class:`~torch_geometric.nn.aggr.Aggregation` that groups the
-    messages by destination once and reduces contiguous segments.
+    r"""A PyG :class:`~torch_geometric.nn.aggr.Aggregation` on gnnagg's
+    reduction operators.
 
-    Usable as ``aggr=`` of any :class:`MessagePassing`. Subclasses implement
-    :meth:`reduce_segments`; layers that already hold messages in CSR order
-    call it directly and skip the grouping. gnnagg's aggregations that carry
-    a PyG name also derive from PyG's class of that name (constructor,
+    Usable as ``aggr=`` of any :class:`MessagePassing`. Aggregations that
+    reduce messages by destination (:attr:`reduces_by_index`: sum, mean,
+    min, max, var, std, softmax, power mean and their combinations)
+    implement :meth:`reduce_messages`: unsorted messages are scattered (no
+    sort), messages sorted by destination (a ``ptr``, as PyG passes for an
+    :class:`EdgeIndex` sorted by destination) reduce contiguous segments.
+    The others (tree, recurrent, top-m) implement :meth:`reduce_segments`
+    and group the messages by destination first. Layers that already hold
+    messages in CSR order call :meth:`reduce_segments` directly.
+
+    No host sync checks ``index`` on success: out-of-range entries fail in
+    the scatter kernel, and only then (or under :func:`gnnagg.debug`) is
+    the index examined for a clear error. gnnagg's aggregations that carry a
+    PyG name also derive from PyG's class of that name (constructor,
     ``repr``, checks and ``isinstance`` are PyG's); only the computation is
     gnnagg's.
 
@@ -43,6 +55,9 @@ class SegmentAggregation(Aggregation):
     (:func:`torch.jit.ignore`): the scripted module runs, as PyG's tests
     ask, but cannot be saved.
     """
+
+    #: whether :meth:`reduce_messages` is implemented
+    reduces_by_index: bool = False
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
@@ -57,13 +72,33 @@ class SegmentAggregation(Aggregation):
                 dim: int = -2) -> Tensor:
         x = x.movedim(dim, 0)
         dim_size = infer_dim_size(index, ptr, dim_size)
-        csr = csr_from_index(index, dim_size, ptr, num_messages=x.size(0))
-        if ptr is None:
-            x = x.index_select(0, csr.perm)
-        return self.reduce_segments(x, csr).movedim(0, dim)
+        if ptr is not None or not self.reduces_by_index:
+            csr = csr_from_index(index, dim_size, ptr, num_messages=x.size(0))
+            if ptr is None:
+                x = x.index_select(0, csr.perm)
+            return self.reduce_segments(x, csr).movedim(0, dim)
+        index = check_index(index, x.size(0))
+        if is_debug_enabled():
+            check_index_range(index, dim_size)
+        try:
+            out = self.reduce_messages(x, index, dim_size)
+        except (RuntimeError, IndexError):  # a kernel refused an entry
+            check_index_range(index, dim_size)
+            raise
+        return out.movedim(0, dim)
+
+    @torch.jit.ignore
+    def reduce_messages(self, x: Tensor, index: Tensor, num_segments: int,
+                        rowptr: Optional[Tensor] = None) -> Tensor:
+        """Reduce ``x`` (messages, dim 0) by destination ``index`` to
+        ``num_segments`` rows (sorted by destination when ``rowptr`` is
+        given); destinations without messages get 0."""
+        raise NotImplementedError
 
     @torch.jit.ignore
     def reduce_segments(self, x: Tensor, csr: CSRGraph) -> Tensor:
         """Reduce ``x`` (messages in CSR order, dim 0) to one row per
         destination of ``csr``; destinations without messages get 0."""
-        raise NotImplementedError
+        if not self.reduces_by_index:
+            raise NotImplementedError
+        return self.reduce_messages(x, csr.row, csr.num_dst, csr.rowptr)

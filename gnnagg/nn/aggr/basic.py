@@ -7,19 +7,21 @@ from typing import Optional
 from torch import Tensor
 from torch_geometric.nn import aggr as pyg_aggr
 
-from ...ops import CSRGraph, segment_reduce, segment_stats
+from ...ops import CSRGraph, message_stats, segment_reduce
 from .base import SegmentAggregation, require_index
 
 
 class StatAggregation(SegmentAggregation):
-    r"""One statistic of :func:`gnnagg.ops.segment_stats` per destination;
-    several of them share two segment passes inside
-    :class:`MultiAggregation`."""
+    r"""One statistic of :func:`gnnagg.ops.message_stats` per destination;
+    several of them share two passes inside :class:`MultiAggregation`."""
 
     statistic: str
+    reduces_by_index = True
 
-    def reduce_segments(self, x: Tensor, csr: CSRGraph) -> Tensor:
-        return segment_stats(x, csr.rowptr, [self.statistic])[self.statistic]
+    def reduce_messages(self, x: Tensor, index: Tensor, num_segments: int,
+                        rowptr: Optional[Tensor] = None) -> Tensor:
+        return message_stats(x, index, num_segments, [self.statistic],
+                             rowptr)[self.statistic]
 
 
 class SumAggregation(StatAggregation, pyg_aggr.SumAggregation):

@@ -3,7 +3,7 @@ resolving aggregations by name."""
 from __future__ import annotations
 
 import sys
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 import torch
 from torch import Tensor
@@ -12,7 +12,7 @@ from torch_geometric.nn.aggr import MultiAggregation as PyGMultiAggregation
 from torch_geometric.nn.resolver import aggregation_resolver
 from torch_geometric.resolver import resolver
 
-from ...ops import CSRGraph, segment_stats
+from ...ops import CSRGraph, message_stats
 from .base import SegmentAggregation
 from .basic import StatAggregation
 
@@ -98,10 +98,33 @@ class MultiAggregation(SegmentAggregation, PyGMultiAggregation):
         out = getattr(torch, self.mode)(torch.stack(inputs), dim=0)
         return out if isinstance(out, Tensor) else out[0]
 
+    @property
+    def reduces_by_index(self) -> bool:
+        return all(getattr(a, "reduces_by_index", False) for a in self.aggrs)
+
+    def reduce_messages(self, x: Tensor, index: Tensor, num_segments: int,
+                        rowptr: Optional[Tensor] = None) -> Tensor:
+        return self._combine_with_shared_stats(
+            x, index, num_segments, rowptr,
+            lambda a: a.reduce_messages(x, index, num_segments, rowptr))
+
     def reduce_segments(self, x: Tensor, csr: CSRGraph) -> Tensor:
+        return self._combine_with_shared_stats(
+            x, csr.row, csr.num_dst, csr.rowptr,
+            lambda a: a.reduce_segments(x, csr))
+
+    def _combine_with_shared_stats(self, x: Tensor, index: Tensor,
+                                   num_segments: int,
+                                   rowptr: Optional[Tensor],
+                                   reduce: Callable[[SegmentAggregation],
+                                                    Tensor]) -> Tensor:
+        """:meth:`combine` of every aggregation's result: the statistics
+        from one :func:`gnnagg.ops.message_stats` call, the others from
+        ``reduce(aggregation)``."""
         wanted = [a.statistic for a in self.aggrs
                   if isinstance(a, StatAggregation)]
-        stats = segment_stats(x, csr.rowptr, wanted) if wanted else {}
+        stats = (message_stats(x, index, num_segments, wanted, rowptr)
+                 if wanted else {})
         return self.combine([
             stats[a.statistic] if isinstance(a, StatAggregation)
-            else a.reduce_segments(x, csr) for a in self.aggrs])
+            else reduce(a) for a in self.aggrs])

@@ -4,10 +4,11 @@ from __future__ import annotations
 import math
 from typing import Optional
 
+import torch
 from torch import Tensor
 from torch_geometric.nn import aggr as pyg_aggr
 
-from ...ops import CSRGraph, segment_reduce
+from ...ops import reduce_messages
 from .base import SegmentAggregation
 
 
@@ -49,7 +50,10 @@ class PowerMeanAggregation(SegmentAggregation,
                              f"takes the 1/p-th root), got {p}")
         super().__init__(p, learn, channels, clamp_min, clamp_max)
 
-    def reduce_segments(self, x: Tensor, csr: CSRGraph) -> Tensor:
+    reduces_by_index = True
+
+    def reduce_messages(self, x: Tensor, index: Tensor, num_segments: int,
+                        rowptr: Optional[Tensor] = None) -> Tensor:
         p = self.p
         if self.channels != 1:
             assert isinstance(p, Tensor)
@@ -57,9 +61,10 @@ class PowerMeanAggregation(SegmentAggregation,
         identity = isinstance(p, (int, float)) and p == 1
         if not identity:
             x = x.clamp(self.min_value, self.max_value).pow(p)
-        out = segment_reduce(x, csr.rowptr, "mean")
+        out = reduce_messages(x, index, num_segments, "mean", rowptr)
         if not identity:
             out = out.clamp(self.min_value, self.max_value).pow(1.0 / p)
-            nonempty = (csr.degree > 0).view((-1,) + (1,) * (x.dim() - 1))
-            out = out * nonempty
+            counts = reduce_messages(torch.ones_like(index, dtype=x.dtype),
+                                     index, num_segments, "sum", rowptr)
+            out = out * (counts > 0).view((-1,) + (1,) * (x.dim() - 1))
         return out

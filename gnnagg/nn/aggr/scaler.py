@@ -153,10 +153,23 @@ class DegreeScalerAggregation(SegmentAggregation,
         require_index(index)
         if isinstance(self.aggr, SegmentAggregation):
             return super().forward(x, index, None, dim_size, dim)
+        # a PyG aggregation inside: its result, scaled
         out = self.aggr(x, index, None, dim_size, dim).movedim(dim, 0)
         degree = torch.bincount(index, minlength=infer_dim_size(
             index, None, dim_size))
         return self.scale(out, degree).movedim(0, dim)
+
+    @property
+    def reduces_by_index(self) -> bool:
+        return getattr(self.aggr, "reduces_by_index", False)
+
+    def reduce_messages(self, x: Tensor, index: Tensor, num_segments: int,
+                        rowptr: Optional[Tensor] = None) -> Tensor:
+        degree = torch.zeros(num_segments, dtype=torch.long,
+                             device=index.device).index_add_(
+                                 0, index, torch.ones_like(index))
+        return self.scale(self.aggr.reduce_messages(x, index, num_segments,
+                                                    rowptr), degree)
 
     def reduce_segments(self, x: Tensor, csr: CSRGraph) -> Tensor:
         return self.scale(self.aggr.reduce_segments(x, csr), csr.degree)

@@ -1,11 +1,13 @@
 r"""Softmax attention over the messages with a (learnable) temperature."""
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import Tensor
 from torch_geometric.nn import aggr as pyg_aggr
 
-from ...ops import CSRGraph, segment_reduce, segment_softmax
+from ...ops import message_softmax, reduce_messages
 from .base import SegmentAggregation
 
 
@@ -16,7 +18,7 @@ class SoftmaxAggregation(SegmentAggregation, pyg_aggr.SoftmaxAggregation):
         \mathbf{out}_i = \sum_{j} \frac{\exp(t\,\mathbf{x}_j)}{\sum_k
         \exp(t\,\mathbf{x}_k)} \odot \mathbf{x}_j
 
-    on gnnagg's segment softmax (one grouping, no scatter).
+    on gnnagg's softmax and reduction operators.
 
     Args:
         t (float, optional): initial inverse temperature. (default: ``1.0``)
@@ -31,15 +33,16 @@ class SoftmaxAggregation(SegmentAggregation, pyg_aggr.SoftmaxAggregation):
         - **output:** :math:`(N, F)`
     """
 
-    def reduce_segments(self, x: Tensor, csr: CSRGraph) -> Tensor:
+    reduces_by_index = True
+
+    def reduce_messages(self, x: Tensor, index: Tensor, num_segments: int,
+                        rowptr: Optional[Tensor] = None) -> Tensor:
         t = self.t
         if self.channels != 1:
             assert isinstance(t, Tensor)
             t = t.view(-1, self.channels)
         logits = x if isinstance(t, (int, float)) and t == 1 else x * t
-        if self.semi_grad and not self.learn:
-            with torch.no_grad():
-                alpha = segment_softmax(logits, csr.rowptr, csr.row)
-        else:
-            alpha = segment_softmax(logits, csr.rowptr, csr.row)
-        return segment_reduce(x * alpha, csr.rowptr, "sum")
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not (
+                self.semi_grad and not self.learn)):
+            alpha = message_softmax(logits, index, num_segments, rowptr)
+        return reduce_messages(x * alpha, index, num_segments, "sum", rowptr)

@@ -1,0 +1,31 @@
+"""What gnnagg's custom operators (``torch.ops.gnnagg.*``) share.
+
+Every operator has a device-generic implementation, built only from
+operators that exist on every device (``index_add``, ``scatter_reduce``,
+``index_select``), registered as its default, and where it pays a faster CPU
+one (``torch.segment_reduce``, ``torch.sparse`` products on the CSR view).
+:func:`use_generic` makes the CPU run the generic implementations too: the
+test suite checks that both agree, so a GPU runs code that has been run.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+_state = {"generic": False}
+
+
+def generic_forced() -> bool:
+    """Whether CPU calls run the device-generic implementations."""
+    return _state["generic"]
+
+
+@contextmanager
+def use_generic(enabled: bool = True):
+    """Context manager: run the device-generic implementation of every
+    gnnagg operator on the CPU as well (what a GPU runs)."""
+    previous = _state["generic"]
+    _state["generic"] = bool(enabled)
+    try:
+        yield
+    finally:
+        _state["generic"] = previous

@@ -17,7 +17,6 @@ is used only while the tensor holds the same edges as when it was built.
 """
 from __future__ import annotations
 
-from functools import cached_property
 from typing import List, Optional, Tuple
 
 import torch
@@ -29,6 +28,23 @@ from torch_geometric.utils import is_torch_sparse_tensor, to_edge_index
 _CACHE_ATTR = "_gnnagg_csr_cache"
 #: attribute of the EdgeIndex a CSRGraph hands to ``propagate``: the graph
 _GRAPH_ATTR = "_gnnagg_csr"
+
+
+class cached_property:  # noqa: N801 - functools' name and behaviour
+    """``functools.cached_property`` without the lock it takes on Python
+    < 3.12, a context manager ``torch.compile`` cannot trace: the value is
+    computed on first access and stored on the instance."""
+
+    def __init__(self, method) -> None:
+        self.method, self.name = method, method.__name__
+        self.__doc__ = method.__doc__
+
+    def __get__(self, instance, owner=None):
+        if instance is None:
+            return self
+        value = self.method(instance)
+        instance.__dict__[self.name] = value
+        return value
 
 
 class CSRGraph:
@@ -96,7 +112,7 @@ class CSRGraph:
         r"""``(rowptr_t, col_t, slot_t)``: slots grouped by source node;
         ``col_t`` is the destination and ``slot_t`` the CSR slot of each."""
         slot_t = torch.argsort(self.col, stable=True)
-        counts = torch.bincount(self.col, minlength=self.num_src)
+        counts = _counts(self.col, self.num_src)
         rowptr_t = _rowptr_from_counts(counts)
         return rowptr_t, self.row[slot_t], slot_t
 
@@ -164,6 +180,15 @@ class CSRGraph:
         return torch.cat([kept, loops], dim=0)
 
 
+def _counts(index: Tensor, length: int) -> Tensor:
+    """Occurrences of each value in ``[0, length)`` (``bincount`` in eager
+    mode; a scatter of static size while ``torch.compile`` traces)."""
+    if torch.compiler.is_compiling():
+        return torch.zeros(length, dtype=torch.long, device=index.device) \
+            .index_add_(0, index, torch.ones_like(index))
+    return torch.bincount(index, minlength=length)
+
+
 def _rowptr_from_counts(counts: Tensor) -> Tensor:
     rowptr = counts.new_zeros(counts.numel() + 1)
     torch.cumsum(counts, 0, out=rowptr[1:])
@@ -199,8 +224,15 @@ def check_edge_index(edge_index: Tensor, num_src: int, num_dst: int) -> None:
 
 def build_csr(edge_index: Tensor, num_src: int, num_dst: int,
               self_loops: bool = False) -> CSRGraph:
-    """Build (without caching) the CSR view of a checked ``edge_index``."""
-    check_edge_index(edge_index, num_src, num_dst)
+    """Build (without caching) the CSR view of a checked ``edge_index``
+    (while ``torch.compile`` traces, the range check, a host sync, is left
+    to the kernels' own bounds checks)."""
+    if torch.compiler.is_compiling():
+        if edge_index.dim() != 2 or edge_index.size(0) != 2:
+            raise ValueError("edge_index must have shape (2, num_edges), "
+                             f"got {tuple(edge_index.shape)}")
+    else:
+        check_edge_index(edge_index, num_src, num_dst)
     src, dst = edge_index[0].long(), edge_index[1].long()
     num_input_edges = src.numel()
     kept_edges, num_loops = None, 0
@@ -211,7 +243,7 @@ def build_csr(edge_index: Tensor, num_src: int, num_dst: int,
         src = torch.cat([src[kept_edges], loop])
         dst = torch.cat([dst[kept_edges], loop])
     perm = torch.argsort(dst, stable=True)
-    counts = torch.bincount(dst, minlength=num_dst)
+    counts = _counts(dst, num_dst)
     return CSRGraph(_rowptr_from_counts(counts), src[perm], perm, num_src,
                     num_dst, kept_edges, num_loops, num_input_edges)
 
@@ -223,7 +255,9 @@ def csr_view(edge_index: Tensor, num_src: int, num_dst: Optional[int] = None,
     The cache keeps a copy of the edges it was built from and is used only
     while ``edge_index`` still holds exactly those (one comparison, far
     cheaper than a rebuild): an edit of any kind, in place, through
-    ``.data`` or through ``.numpy()``, gets a new view.
+    ``.data`` or through ``.numpy()``, gets a new view. While
+    ``torch.compile`` traces, the view is built inside the graph and not
+    cached.
 
     Args:
         edge_index: ``(2, E)`` source/destination indices.
@@ -233,6 +267,8 @@ def csr_view(edge_index: Tensor, num_src: int, num_dst: Optional[int] = None,
             attention layers do.
     """
     num_dst = num_src if num_dst is None else num_dst
+    if torch.compiler.is_compiling():  # part of the traced graph
+        return build_csr(edge_index, num_src, num_dst, self_loops)
     key = (int(num_src), int(num_dst), bool(self_loops))
     cache = getattr(edge_index, _CACHE_ATTR, None)
     if cache is not None and key in cache.views and cache.holds(edge_index):
@@ -321,7 +357,7 @@ def csr_from_index(index: Optional[Tensor], num_segments: int,
     index = check_index(index, num_messages)
     check_index_range(index, num_segments)
     perm = torch.argsort(index, stable=True)
-    counts = torch.bincount(index, minlength=num_segments)
+    counts = _counts(index, num_segments)
     return CSRGraph(_rowptr_from_counts(counts), perm, perm, index.numel(),
                     num_segments)
 

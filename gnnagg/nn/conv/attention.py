@@ -22,10 +22,12 @@ class AttentionConv(FusedMessagePassing):
     constructor, parameters and ``forward`` (the message path), plus a
     fused path on gnnagg's CSR kernels.
 
-    The fused path runs through :meth:`propagate` on the graph's CSR view
-    (an :class:`~torch_geometric.EdgeIndex` sorted by destination), whose
-    :meth:`message_and_aggregate` is one sparse product per head: no
-    ``E x H x C`` message tensor. It is taken exactly when PyG's layer
+    The fused path computes the scores on the graph's CSR view and
+    aggregates with one sparse product per head (no ``E x H x C`` message
+    tensor). With propagate hooks registered it runs through
+    :meth:`propagate` on that view (an :class:`~torch_geometric.EdgeIndex`
+    sorted by destination), whose :meth:`message_and_aggregate` is that
+    product, so the hooks fire. It is taken exactly when PyG's layer
     would give the same result through it; otherwise (see
     :func:`message_path_needed`, and ``aggr`` other than ``"add"``) the
     layer runs PyG's ``forward`` unchanged, so explainers, message hooks,
@@ -56,6 +58,17 @@ class AttentionConv(FusedMessagePassing):
     @fuse.setter
     def fuse(self, value: bool) -> None:
         self.__dict__["fuse"] = value
+
+    def _through_propagate(self) -> bool:
+        """Whether the fused path must go through :meth:`propagate` (on the
+        CSR view as an ``EdgeIndex``) because propagate or
+        message-and-aggregate hooks are registered; otherwise it calls the
+        kernels directly (less Python per call, and what ``torch.compile``
+        traces)."""
+        return any(getattr(self, name) for name in (
+            "_propagate_forward_pre_hooks", "_propagate_forward_hooks",
+            "_message_and_aggregate_forward_pre_hooks",
+            "_message_and_aggregate_forward_hooks"))
 
     def message_and_aggregate(self, edge_index, x, alpha: Tensor) -> Tensor:
         r""":math:`\sum_j \alpha_{ji,h} \mathbf{x}_{j,h}` per head as sparse

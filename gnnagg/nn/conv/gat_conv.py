@@ -8,6 +8,7 @@ from torch import Tensor
 from torch_geometric.typing import SparseTensor
 from torch_geometric.nn.conv import GATConv as PyGGATConv
 
+from ...ops import weighted_aggregate
 from .attention import AttentionConv
 
 
@@ -93,12 +94,21 @@ class GATConv(AttentionConv, PyGGATConv):
                      lin_dst(x_dst).view(-1, H, C))
         csr = self._graph(edge_index, h_src.size(0),
                           None if h_dst is None else h_dst.size(0), size)
-        graph = csr.by_destination
+        alpha_src = (h_src * self.att_src).sum(-1)
         alpha_dst = None if h_dst is None else (h_dst * self.att_dst).sum(-1)
-        alpha = self.edge_updater(
-            graph, alpha=((h_src * self.att_src).sum(-1), alpha_dst),
-            edge_attr=self._edge_features(csr, edge_attr))
-        out = self.propagate(graph, x=(h_src, h_dst), alpha=alpha)
+        edge_feat = self._edge_features(csr, edge_attr)
+        if self._through_propagate():
+            graph = csr.by_destination
+            alpha = self.edge_updater(graph, alpha=(alpha_src, alpha_dst),
+                                      edge_attr=edge_feat)
+            out = self.propagate(graph, x=(h_src, h_dst), alpha=alpha)
+        else:
+            alpha = self.edge_update(
+                alpha_src.index_select(0, csr.col),
+                None if alpha_dst is None else
+                alpha_dst.index_select(0, csr.row), edge_feat, csr.row,
+                csr.rowptr, csr.num_dst)
+            out = weighted_aggregate(alpha, h_src, csr)
         out = self._merge_heads(out, res)
         if return_attention_weights:
             return out, self._attention_weights(edge_index, csr, alpha)

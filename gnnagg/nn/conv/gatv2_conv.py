@@ -7,7 +7,7 @@ from torch import Tensor
 from torch_geometric.typing import SparseTensor
 from torch_geometric.nn.conv import GATv2Conv as PyGGATv2Conv
 
-from ...ops import gatv2_score
+from ...ops import gatv2_score, weighted_aggregate
 from .attention import AttentionConv
 
 
@@ -97,8 +97,11 @@ class GATv2Conv(AttentionConv, PyGGATv2Conv):
             edge_feat, None if edge_feat is None else self.lin_edge.weight)
         alpha = self._softmax_dropout(scores, csr.row, csr.rowptr,
                                       csr.num_dst)
-        out = self.propagate(csr.by_destination, x=(h_src, h_dst),
-                             alpha=alpha)
+        if self._through_propagate():
+            out = self.propagate(csr.by_destination, x=(h_src, h_dst),
+                                 alpha=alpha)
+        else:
+            out = weighted_aggregate(alpha, h_src, csr)
         out = self._merge_heads(out, res)
         if return_attention_weights:
             return out, self._attention_weights(edge_index, csr, alpha)

@@ -144,7 +144,8 @@ class PNAConv(FusedMessagePassing, PyGPNAConv):
         s_S(d_i) \mathbf{a}_i]` and is computed as :math:`W_x \mathbf{x}_i +
         W_{d_i} \mathbf{a}_i + b` with :math:`W_d = \sum_s s(d) W_s`: one
         matrix per distinct degree (up to :attr:`MAX_DEGREE_GROUPS` of them,
-        nodes grouped by degree), else one product with all :math:`W_s`
+        nodes grouped by degree; not under ``torch.compile``, where the
+        groups' sizes would be data), else one product with all :math:`W_s`
         stacked, scaled per node and summed. The ``N x (1 + S A) F`` input
         is never built, in forward or backward."""
         nn = self.post_nns[tower]
@@ -153,8 +154,11 @@ class PNAConv(FusedMessagePassing, PyGPNAConv):
         w_x, w_aggr = first.weight.split(
             [self.F_in, first.weight.size(1) - self.F_in], dim=1)
         w_scalers = w_aggr.view(self.F_out, num_scalers, -1).transpose(0, 1)
-        degrees, order, position, sizes = csr.degree_groups
-        if 0 < len(sizes) <= self.MAX_DEGREE_GROUPS:
+        # the grouping's sizes are data: not while torch.compile traces
+        grouped = not torch.compiler.is_compiling() and \
+            0 < len(csr.degree_groups[3]) <= self.MAX_DEGREE_GROUPS
+        if grouped:
+            degrees, order, position, sizes = csr.degree_groups
             factors = self.aggr_module.factors(degrees, x.dtype)
             w_degree = torch.einsum("gs,sok->gok", factors, w_scalers)
             grouped = permute_rows(aggregated, order, position).split(sizes)

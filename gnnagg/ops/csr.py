@@ -341,7 +341,12 @@ def csr_from_index(index: Optional[Tensor], num_segments: int,
     message) or ``ptr[-1]``; an index past ``num_segments`` raises
     ``IndexError``, which PyG's ``Aggregation`` turns into its "invalid
     'dim_size'" error."""
-    if ptr is not None:
+    if torch.compiler.is_compiling():  # no host syncs in a traced graph
+        if ptr is not None:
+            ids = torch.arange(num_messages, device=ptr.device)
+            return CSRGraph(ptr, ids, ids, num_messages, ptr.numel() - 1)
+        index = check_index(index, num_messages).long()
+    elif ptr is not None:
         total = int(ptr[-1]) if ptr.dim() == 1 and ptr.numel() else 0
         if ptr.dim() != 1 or ptr.numel() == 0 or (
                 num_messages is not None and total != num_messages):
@@ -354,8 +359,9 @@ def csr_from_index(index: Optional[Tensor], num_segments: int,
                              f"from 0, got {ptr.tolist()[:8]}...")
         ids = torch.arange(total, device=ptr.device)
         return CSRGraph(ptr, ids, ids, ids.numel(), ptr.numel() - 1)
-    index = check_index(index, num_messages)
-    check_index_range(index, num_segments)
+    else:
+        index = check_index(index, num_messages)
+        check_index_range(index, num_segments)
     perm = torch.argsort(index, stable=True)
     counts = _counts(index, num_segments)
     return CSRGraph(_rowptr_from_counts(counts), perm, perm, index.numel(),

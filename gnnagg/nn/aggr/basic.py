@@ -7,7 +7,7 @@ from typing import Optional
 from torch import Tensor
 from torch_geometric.nn import aggr as pyg_aggr
 
-from ...ops import CSRGraph, message_stats, segment_reduce
+from ...ops import message_stats, segment_reduce
 from .base import SegmentAggregation, require_index
 
 
@@ -58,7 +58,11 @@ class StdAggregation(StatAggregation, pyg_aggr.StdAggregation):
 
 class MulAggregation(SegmentAggregation, pyg_aggr.MulAggregation):
     r""":math:`\prod_{j} \mathbf{x}_j` (feature-wise); 1 for nodes without
-    messages. As PyG's, it needs ``index`` (``ptr`` alone raises)."""
+    messages. As PyG's, it needs ``index`` (``ptr`` alone raises). The
+    product runs on PyTorch's own scatter or segment product, whose
+    gradient is exact."""
+
+    reduces_by_index = True
 
     def forward(self, x: Tensor, index: Optional[Tensor] = None,
                 ptr: Optional[Tensor] = None, dim_size: Optional[int] = None,
@@ -66,5 +70,10 @@ class MulAggregation(SegmentAggregation, pyg_aggr.MulAggregation):
         require_index(index)
         return super().forward(x, index, None, dim_size, dim)
 
-    def reduce_segments(self, x: Tensor, csr: CSRGraph) -> Tensor:
-        return segment_reduce(x, csr.rowptr, "prod")
+    def reduce_messages(self, x: Tensor, index: Tensor, num_segments: int,
+                        rowptr: Optional[Tensor] = None) -> Tensor:
+        if rowptr is not None:
+            return segment_reduce(x, rowptr, "prod")
+        out = x.new_ones((num_segments,) + tuple(x.shape[1:]))
+        return out.scatter_reduce(0, index.view(
+            (-1,) + (1,) * (x.dim() - 1)).expand_as(x), x, "prod")

@@ -17,7 +17,7 @@ weighs and scatters, as PyG does.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional
 
 import torch
 from torch import Tensor
@@ -66,17 +66,18 @@ def _fake(alpha, x, rowptr, col, row, rowptr_t, col_t, slot_t, num_dst):
     return x.new_empty((num_dst,) + tuple(x.shape[1:]))
 
 
-def _setup(ctx, inputs, output):
-    alpha, x, rowptr, col, row, rowptr_t, col_t, slot_t, num_dst = inputs
-    ctx.save_for_backward(alpha, x, rowptr, col, row, rowptr_t, col_t,
-                          slot_t)
-
-
-def _backward(ctx, grad_out):
-    alpha, x, rowptr, col, row, rowptr_t, col_t, slot_t = ctx.saved_tensors
-    grad_alpha = grad_x = None
+@torch.library.custom_op("gnnagg::weighted_aggregate_backward",
+                         mutates_args=())
+def _weighted_aggregate_backward(
+        grad_out: Tensor, alpha: Tensor, x: Tensor, rowptr: Tensor,
+        col: Tensor, row: Tensor, rowptr_t: Optional[Tensor],
+        col_t: Optional[Tensor], slot_t: Optional[Tensor],
+        need_alpha: bool, need_x: bool) -> List[Tensor]:
+    """``[grad_alpha, grad_x]`` (empty where not needed): SDDMM and the
+    transposed SpMM on the CPU, gathers and scatters elsewhere."""
+    grad_alpha, grad_x = alpha.new_empty(0), x.new_empty(0)
     sparse = _use_sparse(alpha, x, grad_out)
-    if ctx.needs_input_grad[0]:
+    if need_alpha:
         if sparse:
             grad_alpha = alpha.new_empty(alpha.shape)
             pattern = _sparse(rowptr, col, alpha.new_zeros(()).expand(
@@ -87,8 +88,9 @@ def _backward(ctx, grad_out):
         else:
             grad_alpha = (grad_out.index_select(0, row) *
                           x.index_select(0, col)).sum(-1)
-    if ctx.needs_input_grad[1]:
-        if sparse and rowptr_t is not None:
+    if need_x:
+        if sparse and rowptr_t is not None and col_t is not None and \
+                slot_t is not None:
             grad_x = x.new_empty(x.shape)
             shape = (x.size(0), rowptr.numel() - 1)
             for h in range(x.size(1)):
@@ -96,7 +98,28 @@ def _backward(ctx, grad_out):
                 grad_x[:, h] = adj_t @ grad_out[:, h]
         else:
             grad_x = _generic(alpha, grad_out, row, col, x.size(0))
-    return grad_alpha, grad_x, None, None, None, None, None, None, None
+    return [grad_alpha, grad_x]
+
+
+@_weighted_aggregate_backward.register_fake
+def _backward_fake(grad_out, alpha, x, rowptr, col, row, rowptr_t, col_t,
+                   slot_t, need_alpha, need_x):
+    return [alpha.new_empty(alpha.shape if need_alpha else (0,)),
+            x.new_empty(x.shape if need_x else (0,))]
+
+
+def _setup(ctx, inputs, output):
+    alpha, x, rowptr, col, row, rowptr_t, col_t, slot_t, num_dst = inputs
+    ctx.save_for_backward(alpha, x, rowptr, col, row, rowptr_t, col_t,
+                          slot_t)
+
+
+def _backward(ctx, grad_out):
+    need_alpha, need_x = ctx.needs_input_grad[:2]
+    grad_alpha, grad_x = _weighted_aggregate_backward(
+        grad_out, *ctx.saved_tensors, need_alpha, need_x)
+    return (grad_alpha if need_alpha else None, grad_x if need_x else None,
+            None, None, None, None, None, None, None)
 
 
 _weighted_aggregate.register_autograd(_backward, setup_context=_setup)

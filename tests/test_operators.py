@@ -1,0 +1,188 @@
+"""gnnagg's custom operators: PyTorch's operator checks (schema, autograd
+registration, fake implementation, AOT dispatch) on each, and the
+device-generic implementations (what a GPU runs) forced on the CPU against
+the CPU ones, operators and whole layers, values and gradients."""
+import pytest
+import torch
+from torch_geometric.nn import SAGEConv
+
+from gnnagg.nn import GATConv, GATv2Conv, PNAConv, TANGNNConv
+from gnnagg.nn import aggr
+from gnnagg.ops import build_csr, use_generic
+import gnnagg.ops.dynamic_attention as dynamic_attention
+
+from conftest import skewed_graph
+
+OPS = torch.ops.gnnagg
+
+
+def graph():
+    csr = build_csr(skewed_graph(12), 12, 12)
+    return csr
+
+
+def leaf(*shape):
+    return torch.randn(*shape, dtype=torch.double, requires_grad=True)
+
+
+def operator_calls():
+    """(name, operator, args) for every operator, sorted and unsorted
+    forms."""
+    csr = graph()
+    E, N = csr.num_edges, csr.num_dst
+    rowptr_t, col_t, slot_t = csr.transpose
+    calls = []
+    for reduce in ("sum", "mean", "max", "min"):
+        values = leaf(E, 3)
+        calls.append((f"reduce-{reduce}-sorted", OPS.reduce,
+                      (values, csr.row, csr.rowptr, N, reduce)))
+        calls.append((f"reduce-{reduce}-scatter", OPS.reduce,
+                      (values, csr.row, None, N, reduce)))
+        calls.append((f"gather_reduce-{reduce}", OPS.gather_reduce,
+                      (leaf(N, 3), csr.col, csr.row, csr.rowptr, N, reduce)))
+    calls.append(("softmax-sorted", OPS.softmax,
+                  (leaf(E, 2), csr.row, csr.rowptr, N)))
+    calls.append(("softmax-scatter", OPS.softmax,
+                  (leaf(E, 2), csr.row, None, N)))
+    calls.append(("weighted_aggregate", OPS.weighted_aggregate,
+                  (leaf(E, 2), leaf(N, 2, 3), csr.rowptr, csr.col, csr.row,
+                   rowptr_t, col_t, slot_t, N)))
+    calls.append(("gatv2_score", OPS.gatv2_score,
+                  (leaf(N, 2, 3), leaf(N, 2, 3), leaf(2, 3), csr.col,
+                   csr.row, leaf(E, 4), leaf(6, 4), 0.2)))
+    calls.append(("gatv2_score-no-edges", OPS.gatv2_score,
+                  (leaf(N, 2, 3), leaf(N, 2, 3), leaf(2, 3), csr.col,
+                   csr.row, None, None, 0.2)))
+    plain = dict(dtype=torch.double)  # backward operators: no double backward
+    calls.append(("gatv2_score_backward", OPS.gatv2_score_backward,
+                  (torch.randn(E, 2, **plain), torch.randn(N, 2, 3, **plain),
+                   torch.randn(N, 2, 3, **plain), torch.randn(2, 3, **plain),
+                   csr.col, csr.row, torch.randn(E, 4, **plain),
+                   torch.randn(6, 4, **plain), 0.2)))
+    calls.append(("weighted_aggregate_backward",
+                  OPS.weighted_aggregate_backward,
+                  (torch.randn(N, 2, 3, **plain), torch.randn(E, 2, **plain),
+                   torch.randn(N, 2, 3, **plain), csr.rowptr, csr.col,
+                   csr.row, rowptr_t, col_t, slot_t, True, True)))
+    calls.append(("segment_topm", OPS.segment_topm,
+                  (torch.randn(E, 2), csr.rowptr, 2)))
+    return calls
+
+
+CALLS = operator_calls()
+
+
+@pytest.mark.parametrize("name, op, args", CALLS,
+                         ids=[name for name, *_ in CALLS])
+def test_opcheck(name, op, args):
+    torch.library.opcheck(op, args)
+
+
+def _run(op, args):
+    out = op(*args)
+    outputs = out if isinstance(out, (list, tuple)) else [out]
+    leaves = [a for a in args if isinstance(a, torch.Tensor)
+              and a.requires_grad]
+    differentiable = [o for o in outputs if o.requires_grad]
+    if not differentiable or not leaves:
+        return outputs, []
+    grads = torch.autograd.grad(
+        differentiable, leaves, [torch.ones_like(o) for o in differentiable],
+        allow_unused=True)
+    return outputs, grads
+
+
+@pytest.mark.parametrize("name, op, args", CALLS,
+                         ids=[name for name, *_ in CALLS])
+def test_generic_implementation_matches_cpu(name, op, args):
+    cpu = _run(op, args)
+    with use_generic():
+        generic = _run(op, args)
+    for a, b in zip(cpu[0] + list(cpu[1]), generic[0] + list(generic[1])):
+        if a is None:
+            assert b is None
+        else:
+            torch.testing.assert_close(a, b)
+
+
+def test_gradcheck_of_every_differentiable_operator():
+    for name, op, args in CALLS:
+        if name.startswith("segment_topm") or name.endswith("backward"):
+            continue
+        inputs = [a for a in args if isinstance(a, torch.Tensor)
+                  and a.requires_grad]
+
+        def call(*leaves, args=args):
+            it = iter(leaves)
+            return op(*[next(it) if isinstance(a, torch.Tensor) and
+                        a.requires_grad else a for a in args])
+        for generic in (False, True):
+            with use_generic(generic):
+                assert torch.autograd.gradcheck(call, inputs), name
+
+
+DEG = torch.tensor([0, 3, 4, 3, 1, 1])
+MODULES = {
+    "GATConv": lambda: GATConv(5, 3, heads=2, edge_dim=2),
+    "GATv2Conv": lambda: GATv2Conv(5, 3, heads=2, edge_dim=2),
+    "PNAConv": lambda: PNAConv(5, 5, ["mean", "min", "max", "std"],
+                               ["identity", "amplification"], DEG,
+                               edge_dim=2),
+    "PNAConv-no-edges": lambda: PNAConv(5, 5, ["mean", "max", "sum"],
+                                        ["linear"], DEG),
+    "TANGNNConv": lambda: TANGNNConv(5, 5, m=2),
+    **{f"SAGEConv-{name}": (lambda name=name: SAGEConv(5, 5, aggr=name))
+       for name in ("sum", "mean", "min", "max", "var", "std", "mul")},
+    "SAGEConv-softmax": lambda: SAGEConv(
+        5, 5, aggr=aggr.SoftmaxAggregation(learn=True)),
+    "SAGEConv-powermean": lambda: SAGEConv(
+        5, 5, aggr=aggr.PowerMeanAggregation(learn=True)),
+    "SAGEConv-multi": lambda: SAGEConv(
+        5, 5, aggr=aggr.MultiAggregation(["mean", "min", "max", "std"])),
+    "SAGEConv-topm": lambda: SAGEConv(
+        5, 5, aggr=aggr.TopMAttentionAggregation(5, m=2)),
+    "SAGEConv-lcm": lambda: SAGEConv(5, 5, aggr=aggr.LCMAggregation(5, 5)),
+}
+
+
+def module_inputs(name, chunked=False):
+    edge_index = skewed_graph(12)
+    x = torch.randn(12, 5, dtype=torch.double)
+    args = [x, edge_index]
+    if name in ("GATConv", "GATv2Conv", "PNAConv"):
+        args.append(torch.randn(edge_index.size(1), 2, dtype=torch.double))
+    return args
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_layers_on_generic_implementations_match_cpu(name, chunked,
+                                                     monkeypatch):
+    if chunked:  # GATv2's chunked operator path, as at scale
+        monkeypatch.setattr(dynamic_attention, "CHUNK_ELEMENTS", 7)
+    torch.manual_seed(0)
+    module = MODULES[name]().double().eval()
+    for aggregation in module.modules():
+        if isinstance(aggregation, (aggr.SoftmaxAggregation,
+                                    aggr.PowerMeanAggregation)):
+            aggregation.reset_parameters()
+    args = module_inputs(name)
+    if name.startswith("SAGEConv-") and name.split("-")[1] in (
+            "sum", "mean", "min", "max", "var", "std", "mul"):
+        module.aggr_module = aggr.resolve_aggregation(name.split("-")[1])
+    results = []
+    for generic in (False, True):
+        leaves = [a.clone().requires_grad_() if a.is_floating_point() else a
+                  for a in args]
+        with use_generic(generic):
+            out = module(*leaves)
+            grads = torch.autograd.grad(
+                out.sum(), [a for a in leaves if a.requires_grad] +
+                list(module.parameters()), allow_unused=True)
+        results.append((out, grads))
+    torch.testing.assert_close(results[0][0], results[1][0])
+    for a, b in zip(results[0][1], results[1][1]):
+        if a is None or b is None:
+            assert a is None and b is None
+        else:
+            torch.testing.assert_close(a, b)

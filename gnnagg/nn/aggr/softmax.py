@@ -37,6 +37,8 @@ class SoftmaxAggregation(SegmentAggregation, pyg_aggr.SoftmaxAggregation):
 
     def reduce_messages(self, x: Tensor, index: Tensor, num_segments: int,
                         rowptr: Optional[Tensor] = None) -> Tensor:
+        if not x.is_floating_point():  # integer messages: as PyG, in floats
+            x = x.to(torch.get_default_dtype())
         t = self.t
         if self.channels != 1:
             assert isinstance(t, Tensor)

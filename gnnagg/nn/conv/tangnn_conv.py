@@ -142,13 +142,17 @@ class TANGNNConv(MessagePassing):
         # cos(x_v, a) without normalising x (a copy of the input otherwise)
         scores = (x @ F.normalize(self.aux, dim=0)) / \
             x.norm(dim=-1).clamp(min=1e-12)
-        selected = segment_topm(scores.detach(), graph_ptr,
-                                self.m).nonzero().view(-1)
+        num_graphs = graph_ptr.numel() - 1
+        if num_graphs == 1:  # the m best of all: a size known in advance
+            selected = torch.argsort(scores.detach(), descending=True,
+                                     stable=True)[:self.m].sort().values
+        else:
+            selected = segment_topm(scores.detach(), graph_ptr,
+                                    self.m).nonzero().view(-1)
         keys = self.lin_key(x[selected]).view(-1, H, C)
         values = (self.lin_value(x[selected]) *
                   scores[selected].unsqueeze(-1)).view(-1, H, C)
         queries = self.lin_query(x).view(-1, H, C) / math.sqrt(C)
-        num_graphs = graph_ptr.numel() - 1
         if num_graphs == 1:  # every node attends to the same m vertices
             attention = torch.einsum("nhc,khc->nhk", queries, keys).softmax(-1)
             out = torch.einsum("nhk,khc->nhc", attention, values)

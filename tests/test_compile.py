@@ -1,0 +1,125 @@
+"""torch.compile on every layer and aggregation: no more graph breaks than
+PyG's namesake, and fullgraph=True output and gradients equal to eager."""
+import pytest
+import torch
+import torch._dynamo
+import torch_geometric.nn as pyg_nn
+from torch_geometric.nn import SAGEConv
+from torch_geometric.nn import aggr as pyg_aggr
+
+from gnnagg.nn import GATConv, GATv2Conv, PNAConv, TANGNNConv
+from gnnagg.nn import aggr
+
+DEG = torch.tensor([0, 3, 4, 3, 1, 1])
+PNA_ARGS = (["mean", "min", "max", "std"], ["identity", "amplification"],
+            DEG)
+STATISTICS = ["mean", "min", "max", "std"]
+#: name -> (gnnagg's module, PyG's namesake or None, whether it removes
+#: self-loops: a data-dependent size, traced by dynamo only with
+#: capture_dynamic_output_shape_ops, for PyG's layer as for gnnagg's)
+CASES = {
+    "GATConv": (lambda: GATConv(5, 3, heads=2),
+                lambda: pyg_nn.GATConv(5, 3, heads=2), True),
+    "GATv2Conv": (lambda: GATv2Conv(5, 3, heads=2),
+                  lambda: pyg_nn.GATv2Conv(5, 3, heads=2), True),
+    "GATConv-no-loops": (lambda: GATConv(5, 3, heads=2,
+                                         add_self_loops=False),
+                         lambda: pyg_nn.GATConv(5, 3, heads=2,
+                                                add_self_loops=False), False),
+    "PNAConv": (lambda: PNAConv(5, 5, *PNA_ARGS),
+                lambda: pyg_nn.PNAConv(5, 5, *PNA_ARGS), False),
+    "TANGNNConv": (lambda: TANGNNConv(5, 5, m=2), None, True),
+    **{f"aggr={name}": (
+        lambda name=name: SAGEConv(5, 5, aggr=aggr.resolve_aggregation(name)),
+        lambda name=name: SAGEConv(5, 5, aggr=name), False)
+       for name in ("sum", "mean", "min", "max", "var", "std", "softmax",
+                    "powermean", "mul")},
+    "aggr=multi": (
+        lambda: SAGEConv(5, 5, aggr=aggr.MultiAggregation(STATISTICS)),
+        lambda: SAGEConv(5, 5, aggr=pyg_aggr.MultiAggregation(STATISTICS)),
+        False),
+    "aggr=degree-scaler": (
+        lambda: SAGEConv(5, 5, aggr=aggr.DegreeScalerAggregation(
+            "mean", "amplification", DEG)),
+        lambda: SAGEConv(5, 5, aggr=pyg_aggr.DegreeScalerAggregation(
+            "mean", "amplification", DEG)), False),
+    "aggr=topm": (lambda: SAGEConv(5, 5, aggr=aggr.TopMAttentionAggregation(
+        5, m=2)), None, False),
+}
+
+
+def inputs():
+    gen = torch.Generator().manual_seed(0)
+    return torch.randn(12, 5, generator=gen), torch.randint(
+        0, 12, (2, 40), generator=gen)
+
+
+@pytest.fixture
+def dynamic_shapes(request):
+    previous = torch._dynamo.config.capture_dynamic_output_shape_ops
+    torch._dynamo.config.capture_dynamic_output_shape_ops = request.param
+    torch._dynamo.reset()
+    yield request.param
+    torch._dynamo.config.capture_dynamic_output_shape_ops = previous
+    torch._dynamo.reset()
+
+
+def graph_breaks(module) -> int:
+    torch._dynamo.reset()
+    return torch._dynamo.explain(module)(*inputs()).graph_break_count
+
+
+@pytest.mark.parametrize("dynamic_shapes", [True], indirect=True)
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_no_more_graph_breaks_than_pyg(name, dynamic_shapes):
+    ours, reference, _ = CASES[name]
+    breaks = graph_breaks(ours())
+    expected = 0 if reference is None else graph_breaks(reference())
+    assert breaks <= expected, (breaks, expected)
+
+
+@pytest.mark.parametrize("dynamic_shapes", [False], indirect=True)
+@pytest.mark.parametrize("name", sorted(
+    name for name, (_, _, loops) in CASES.items() if not loops))
+def test_no_graph_breaks_without_dynamic_shape_capture(name, dynamic_shapes):
+    ours, reference, _ = CASES[name]
+    assert graph_breaks(ours()) == 0
+    if reference is not None:
+        assert graph_breaks(reference()) == 0
+
+
+@pytest.mark.parametrize("dynamic_shapes", [True], indirect=True)
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_fullgraph_compile_matches_eager(name, dynamic_shapes):
+    torch.manual_seed(0)
+    module = CASES[name][0]().eval()
+    x, edge_index = inputs()
+    compiled = torch.compile(module, fullgraph=True)
+    results = []
+    for run in (module, compiled):
+        leaf = x.clone().requires_grad_()
+        out = run(leaf, edge_index)
+        grads = torch.autograd.grad(out.square().sum(),
+                                    [leaf] + list(module.parameters()),
+                                    allow_unused=True)
+        results.append((out, grads))
+    torch.testing.assert_close(results[1][0], results[0][0], atol=1e-5,
+                               rtol=1e-4)
+    for got, want in zip(results[1][1], results[0][1]):
+        if want is None:
+            assert got is None
+        else:
+            torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("build", [
+    lambda: aggr.LCMAggregation(5, 5), lambda: aggr.RecurrentAggregation(5, 5)],
+    ids=["lcm", "recurrent"])
+def test_tree_and_recurrent_aggregations_compile_with_breaks(build):
+    # their loop lengths are data (tree levels, longest neighbourhood): they
+    # compile with graph breaks and give eager's result
+    torch._dynamo.reset()
+    module = SAGEConv(5, 5, aggr=build()).eval()
+    x, edge_index = inputs()
+    torch.testing.assert_close(torch.compile(module)(x, edge_index),
+                               module(x, edge_index), atol=1e-5, rtol=1e-4)

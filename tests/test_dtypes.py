@@ -1,0 +1,110 @@
+"""Half precision, bfloat16, float64 and torch.autocast on every layer and
+aggregation, against PyG's namesake with the same weights."""
+import pytest
+import torch
+import torch_geometric.nn as pyg_nn
+from torch_geometric.nn import SAGEConv
+from torch_geometric.nn import aggr as pyg_aggr
+
+from gnnagg.nn import GATConv, GATv2Conv, PNAConv
+from gnnagg.nn import aggr
+
+DEG = torch.tensor([0, 3, 4, 3, 1, 1])
+PNA_ARGS = (["mean", "min", "max", "std"], ["identity", "amplification"],
+            DEG)
+PAIRS = {
+    "GATConv": (lambda: GATConv(5, 3, heads=2, edge_dim=2),
+                lambda: pyg_nn.GATConv(5, 3, heads=2, edge_dim=2)),
+    "GATv2Conv": (lambda: GATv2Conv(5, 3, heads=2, edge_dim=2),
+                  lambda: pyg_nn.GATv2Conv(5, 3, heads=2, edge_dim=2)),
+    "PNAConv": (lambda: PNAConv(5, 5, *PNA_ARGS, edge_dim=2),
+                lambda: pyg_nn.PNAConv(5, 5, *PNA_ARGS, edge_dim=2)),
+    **{f"aggr={name}": (
+        lambda name=name: SAGEConv(5, 5, aggr=aggr.resolve_aggregation(name)),
+        lambda name=name: SAGEConv(5, 5, aggr=name))
+       for name in ("sum", "mean", "min", "max", "var", "std", "softmax",
+                    "powermean", "mul")},
+    "aggr=multi": (
+        lambda: SAGEConv(5, 5, aggr=aggr.MultiAggregation(
+            ["mean", "min", "max", "std"])),
+        lambda: SAGEConv(5, 5, aggr=pyg_aggr.MultiAggregation(
+            ["mean", "min", "max", "std"]))),
+}
+TOLERANCE = {torch.float16: dict(atol=5e-3, rtol=5e-3),
+             torch.bfloat16: dict(atol=4e-2, rtol=4e-2),
+             torch.float64: dict(atol=1e-12, rtol=1e-10),
+             torch.float32: dict(atol=1e-5, rtol=1e-4)}
+
+
+def inputs(name):
+    gen = torch.Generator().manual_seed(0)
+    edge_index = torch.randint(0, 12, (2, 40), generator=gen)
+    args = [torch.rand(12, 5, generator=gen) + 0.5, edge_index]
+    if name in ("GATConv", "GATv2Conv", "PNAConv"):
+        args.append(torch.randn(40, 2, generator=gen))
+    return args
+
+
+def paired(name):
+    build_ours, build_reference = PAIRS[name]
+    torch.manual_seed(0)
+    reference = build_reference()
+    ours = build_ours()
+    ours.load_state_dict(reference.state_dict())
+    return ours, reference
+
+
+def forward_backward(module, args, dtype):
+    leaves = [a.to(dtype).requires_grad_() if a.is_floating_point() else a
+              for a in args]
+    out = module(*leaves)
+    grads = torch.autograd.grad(out.float().sum(), [a for a in leaves
+                                                    if a.requires_grad])
+    return out, grads
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16,
+                                   torch.float64],
+                         ids=["float16", "bfloat16", "float64"])
+@pytest.mark.parametrize("name", sorted(PAIRS))
+def test_dtype_matches_pyg(name, dtype):
+    ours, reference = paired(name)
+    args = inputs(name)
+    out, grads = forward_backward(ours.to(dtype), args, dtype)
+    expected, expected_grads = forward_backward(reference.to(dtype), args,
+                                                dtype)
+    assert out.dtype == expected.dtype == dtype
+    tolerance = TOLERANCE[dtype]
+    torch.testing.assert_close(out.double(), expected.double(), **tolerance)
+    for got, want in zip(grads, expected_grads):
+        assert got.dtype == dtype and bool(torch.isfinite(got).all())
+        torch.testing.assert_close(got.double(), want.double(), **{
+            k: 4 * v for k, v in tolerance.items()})
+
+
+@pytest.mark.parametrize("name", sorted(PAIRS))
+def test_cpu_autocast_bfloat16_matches_pyg(name):
+    ours, reference = paired(name)
+    args = inputs(name)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, grads = forward_backward(ours, args, torch.float32)
+        expected, expected_grads = forward_backward(reference, args,
+                                                    torch.float32)
+    assert out.dtype == expected.dtype
+    torch.testing.assert_close(out.double(), expected.double(),
+                               **TOLERANCE[torch.bfloat16])
+    for got, want in zip(grads, expected_grads):
+        assert bool(torch.isfinite(got).all())
+        torch.testing.assert_close(got.double(), want.double(), atol=0.1,
+                                   rtol=0.1)
+
+
+def test_integer_messages_aggregate_as_pyg():
+    x = torch.randint(0, 5, (6, 3))
+    index = torch.tensor([0, 0, 1, 1, 2, 2])
+    for name in ("sum", "mean", "max", "std", "softmax", "powermean"):
+        ours = aggr.resolve_aggregation(name)(x, index)
+        expected = pyg_aggr.__dict__[type(aggr.resolve_aggregation(
+            name)).__name__]()(x, index)
+        assert ours.dtype == expected.dtype
+        torch.testing.assert_close(ours, expected)

@@ -12,6 +12,8 @@ loaded into gnnagg's layer) and the same inputs (same seed).
     python benchmarks/speed.py                 # ogbn-arxiv-scale graph
     python benchmarks/speed.py --quick         # small graph, a minute
     python benchmarks/speed.py --json out.json # also write the rows as JSON
+    python benchmarks/speed.py --compile       # both sides torch.compile'd
+    python benchmarks/speed.py --layers aggr=sum,aggr=multi --graphs arxiv
 
 Reported: median forward+backward time and peak memory of each, and the
 ratios gnnagg / PyG (below 1 means gnnagg is faster / leaner).
@@ -184,6 +186,40 @@ def _tangnn_case(channels=64, m=32):
                                                        channels)
 
 
+def _sage_case(aggregation: str, channels=64):
+    """PyG's SAGEConv with the aggregation of each side as ``aggr=``."""
+    def make(impl: str):
+        if impl == "pyg":
+            import torch_geometric.nn.aggr as pyg_aggr
+            if aggregation == "multi":
+                return pyg_aggr.MultiAggregation(["mean", "min", "max",
+                                                  "std"])
+            return {"softmax": lambda: pyg_aggr.SoftmaxAggregation(
+                learn=True), "powermean": lambda: pyg_aggr.
+                PowerMeanAggregation(learn=True)}.get(
+                    aggregation, lambda: aggregation)()
+        import gnnagg.nn.aggr as ours_aggr
+        if aggregation == "multi":
+            return ours_aggr.MultiAggregation(["mean", "min", "max", "std"])
+        return {"softmax": lambda: ours_aggr.SoftmaxAggregation(learn=True),
+                "powermean": lambda: ours_aggr.PowerMeanAggregation(
+                    learn=True)}.get(aggregation, lambda: ours_aggr.
+                                     resolve_aggregation(aggregation))()
+
+    def build(impl: str, graph):
+        from torch_geometric.nn import SAGEConv
+        torch.manual_seed(0)
+        reference = SAGEConv(channels, channels, aggr=make("pyg"))
+        if impl == "pyg":
+            return reference
+        layer = SAGEConv(channels, channels, aggr=make(impl))
+        layer.load_state_dict(reference.state_dict())
+        return layer
+
+    return build, lambda graph, device: _node_features(graph, device,
+                                                       channels)
+
+
 #: layer name -> (build(impl, edge_index) -> module,
 #:                inputs(edge_index, device) -> (args, kwargs))
 CASES: Dict[str, Tuple[Callable, Callable]] = {
@@ -195,6 +231,11 @@ CASES: Dict[str, Tuple[Callable, Callable]] = {
     "TopMAttentionAggregation": _topm_case(),
     # the "pyg" column is full global attention (torch MultiheadAttention)
     "TANGNNConv": _tangnn_case(),
+    # aggregations as aggr= of PyG's SAGEConv (64 features), gnnagg's
+    # against PyG's of the same name
+    **{f"aggr={name}": _sage_case(name) for name in (
+        "sum", "mean", "min", "max", "var", "std", "softmax", "powermean",
+        "multi")},
 }
 
 
@@ -225,7 +266,7 @@ def _peak(device: torch.device) -> int:
 
 
 def worker(case: str, impl: str, graph_name: str, device_name: str,
-           repeats: int, memory_cap_gb: float) -> dict:
+           repeats: int, memory_cap_gb: float, compile: bool = False) -> dict:
     """Time and measure one implementation in this process, under an
     address-space cap of ``memory_cap_gb`` (CPU): running out of it is
     reported as ``{"oom": true}``."""
@@ -234,7 +275,7 @@ def worker(case: str, impl: str, graph_name: str, device_name: str,
     resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     try:
         return _measure(case, impl, graph_name, torch.device(device_name),
-                        repeats)
+                        repeats, compile)
     except (MemoryError, RuntimeError) as error:
         if isinstance(error, MemoryError) or "alloc" in str(error).lower() \
                 or "out of memory" in str(error).lower():
@@ -243,15 +284,20 @@ def worker(case: str, impl: str, graph_name: str, device_name: str,
 
 
 def _measure(case: str, impl: str, graph_name: str, device: torch.device,
-             repeats: int) -> dict:
+             repeats: int, compile: bool = False) -> dict:
     build, make_inputs = CASES[case]
     graph = GRAPHS[graph_name]()
     module = build(impl, graph).to(device)
+    if compile:
+        # self-loop removal has a data-dependent size (both libraries)
+        torch._dynamo.config.capture_dynamic_output_shape_ops = True
+        module = torch.compile(module)
     args, kwargs = make_inputs(graph, device)
     with torch.no_grad():
         grad = torch.randn_like(module(*args, **kwargs))
-    module(*args, **kwargs).backward(grad)  # warm up: lazy init, thread pools
-    module.zero_grad(set_to_none=True)
+    for _ in range(2 if compile else 1):  # warm up (and compile)
+        module(*args, **kwargs).backward(grad)
+        module.zero_grad(set_to_none=True)
     baseline = _reset_peak(device)
     times = []
     for _ in range(repeats):
@@ -268,10 +314,12 @@ def _measure(case: str, impl: str, graph_name: str, device: torch.device,
 
 
 def run_isolated(case: str, impl: str, graph: str, device: str,
-                 repeats: int, memory_cap_gb: float) -> dict:
+                 repeats: int, memory_cap_gb: float,
+                 compile: bool = False) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", case, impl,
            "--graphs", graph, "--device", device, "--repeats", str(repeats),
-           "--memory-cap-gb", str(memory_cap_gb)]
+           "--memory-cap-gb", str(memory_cap_gb)] + \
+        (["--compile"] if compile else [])
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{case}/{impl} on {graph} failed:\n{proc.stderr}")
@@ -306,7 +354,8 @@ def make_row(case: str, graph: str, device: str, pyg: List[dict],
 
 
 def compare(cases: List[str], graphs: List[str], device: str, repeats: int,
-            memory_cap_gb: float, rounds: int = 1) -> List[dict]:
+            memory_cap_gb: float, rounds: int = 1,
+            compile: bool = False) -> List[dict]:
     """Every case on every graph: ``rounds`` times PyG then gnnagg, each in
     a fresh process, so a slow spell of a shared machine hits one round's
     ratio, not the figure."""
@@ -316,10 +365,11 @@ def compare(cases: List[str], graphs: List[str], device: str, repeats: int,
             pyg, ours = [], []
             for _ in range(rounds):
                 pyg.append(run_isolated(case, "pyg", graph, device, repeats,
-                                        memory_cap_gb))
+                                        memory_cap_gb, compile))
                 ours.append(run_isolated(case, "gnnagg", graph, device,
-                                         repeats, memory_cap_gb))
-            rows.append(make_row(case, graph, device, pyg, ours))
+                                         repeats, memory_cap_gb, compile))
+            rows.append(make_row(case + (" (compiled)" if compile else ""),
+                                 graph, device, pyg, ours))
             print(format_row(rows[-1]), flush=True)
     return rows
 
@@ -356,6 +406,9 @@ def main(argv=None) -> List[dict]:
     parser.add_argument("--memory-cap-gb", type=float, default=16.0,
                         help="address-space cap of each measured process; "
                         "exceeding it is reported as OOM")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile both sides (compilation not "
+                        "timed)")
     parser.add_argument("--json", metavar="FILE",
                         help="write the rows as a JSON list to FILE")
     parser.add_argument("--worker", nargs=2, metavar=("LAYER", "IMPL"),
@@ -363,7 +416,8 @@ def main(argv=None) -> List[dict]:
     args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(*args.worker, args.graphs, args.device,
-                                args.repeats, args.memory_cap_gb)))
+                                args.repeats, args.memory_cap_gb,
+                                args.compile)))
         return []
     cases = args.layers.split(",")
     graphs = ["small"] if args.quick else args.graphs.split(",")
@@ -374,7 +428,7 @@ def main(argv=None) -> List[dict]:
     repeats = 2 if args.quick else args.repeats
     print(HEADER, flush=True)
     rows = compare(cases, graphs, args.device, repeats, args.memory_cap_gb,
-                   1 if args.quick else args.rounds)
+                   1 if args.quick else args.rounds, args.compile)
     if args.json:
         tmp = args.json + ".tmp"
         with open(tmp, "w") as out:

@@ -39,7 +39,8 @@ def operator_calls():
         calls.append((f"reduce-{reduce}-scatter", OPS.reduce,
                       (values, csr.row, None, N, reduce)))
         calls.append((f"gather_reduce-{reduce}", OPS.gather_reduce,
-                      (leaf(N, 3), csr.col, csr.row, csr.rowptr, N, reduce)))
+                      (leaf(N, 3), csr.col, csr.row, csr.rowptr, rowptr_t,
+                       col_t, N, reduce)))
     calls.append(("softmax-sorted", OPS.softmax,
                   (leaf(E, 2), csr.row, csr.rowptr, N)))
     calls.append(("softmax-scatter", OPS.softmax,

@@ -29,7 +29,7 @@ upstream gradient.)
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -128,21 +128,31 @@ def _reduce_backward(ctx, grad):
 _reduce.register_autograd(_reduce_backward, setup_context=_reduce_setup)
 
 
+#: slots of one chunk of the neighbour reductions' backward pass
+CHUNK_SLOTS = 1 << 15
+
+
 @torch.library.custom_op("gnnagg::gather_reduce", mutates_args=())
 def _gather_reduce(x: Tensor, col: Tensor, index: Tensor,
-                   rowptr: Optional[Tensor], num_segments: int,
+                   rowptr: Optional[Tensor], rowptr_t: Optional[Tensor],
+                   col_t: Optional[Tensor], num_segments: int,
                    reduce: str) -> Tensor:
     return _scatter(x.index_select(0, col), index, num_segments, reduce)
 
 
+def _adjacency(rowptr: Tensor, col: Tensor, like: Tensor,
+               shape) -> Tensor:
+    return torch.sparse_csr_tensor(rowptr, col, like.new_ones(col.numel()),
+                                   shape, check_invariants=False)
+
+
 @_gather_reduce.register_kernel("cpu")
-def _gather_reduce_cpu(x, col, index, rowptr, num_segments, reduce):
+def _gather_reduce_cpu(x, col, index, rowptr, rowptr_t, col_t, num_segments,
+                       reduce):
     if rowptr is None or generic_forced():
         return _scatter(x.index_select(0, col), index, num_segments, reduce)
     how = "sum" if reduce == "mean" else reduce
-    adjacency = torch.sparse_csr_tensor(
-        rowptr, col, x.new_ones(col.numel()), (num_segments, x.size(0)),
-        check_invariants=False)
+    adjacency = _adjacency(rowptr, col, x, (num_segments, x.size(0)))
     out = torch.sparse.mm(adjacency, x.flatten(1), _SPARSE_REDUCE[how]) \
         .view((num_segments,) + tuple(x.shape[1:]))
     if reduce == "mean":
@@ -152,30 +162,82 @@ def _gather_reduce_cpu(x, col, index, rowptr, num_segments, reduce):
 
 
 @_gather_reduce.register_fake
-def _gather_reduce_fake(x, col, index, rowptr, num_segments, reduce):
+def _gather_reduce_fake(x, col, index, rowptr, rowptr_t, col_t,
+                        num_segments, reduce):
     return x.new_empty((num_segments,) + tuple(x.shape[1:]))
 
 
+@torch.library.custom_op("gnnagg::gather_reduce_backward", mutates_args=())
+def _gather_reduce_backward(grad: Tensor, x: Tensor, out: Tensor,
+                            col: Tensor, index: Tensor,
+                            rowptr: Optional[Tensor],
+                            rowptr_t: Optional[Tensor],
+                            col_t: Optional[Tensor],
+                            reduce: str) -> Tensor:
+    """The gradient of ``x``: for sum and mean the transposed product
+    (on the CPU with the transpose, ``rowptr_t``/``col_t``), for max and
+    min the tie shares, in chunks of :data:`CHUNK_SLOTS` slots so that no
+    ``E x F`` tensor is formed."""
+    num_segments = grad.size(0)
+    trailing = (1,) * (grad.dim() - 1)
+    if reduce in ("sum", "mean"):
+        if reduce == "mean":
+            grad = grad / _counts(index, rowptr, num_segments,
+                                  grad.dtype).view((-1,) + trailing)
+        if rowptr_t is not None and col_t is not None and \
+                x.device.type == "cpu" and not generic_forced():
+            adjacency_t = _adjacency(rowptr_t, col_t, grad,
+                                     (x.size(0), num_segments))
+            return torch.sparse.mm(adjacency_t, grad.flatten(1), "sum") \
+                .view(x.shape)
+        grad_x = torch.zeros_like(x)
+        for start in range(0, col.numel(), CHUNK_SLOTS):
+            part = slice(start, start + CHUNK_SLOTS)
+            grad_x.index_add_(0, col[part], grad.index_select(0,
+                                                              index[part]))
+        return grad_x
+    ties = torch.zeros_like(grad)
+    for start in range(0, col.numel(), CHUNK_SLOTS):
+        part = slice(start, start + CHUNK_SLOTS)
+        winners = x.index_select(0, col[part]) == out.index_select(
+            0, index[part])
+        ties.index_add_(0, index[part], winners.to(grad.dtype))
+    share = grad / ties.clamp_(min=1)
+    grad_x = torch.zeros_like(x)
+    for start in range(0, col.numel(), CHUNK_SLOTS):
+        part = slice(start, start + CHUNK_SLOTS)
+        winners = x.index_select(0, col[part]) == out.index_select(
+            0, index[part])
+        grad_x.index_add_(0, col[part], share.index_select(
+            0, index[part]).mul_(winners))
+    return grad_x
+
+
+@_gather_reduce_backward.register_fake
+def _gather_reduce_backward_fake(grad, x, out, col, index, rowptr, rowptr_t,
+                                 col_t, reduce):
+    return torch.empty_like(x)
+
+
 def _gather_reduce_setup(ctx, inputs, output):
-    x, col, index, rowptr, num_segments, reduce = inputs
-    ctx.num_segments, ctx.reduce = num_segments, reduce
+    x, col, index, rowptr, rowptr_t, col_t, num_segments, reduce = inputs
+    ctx.reduce = reduce
     extremes = reduce in ("max", "min")
     ctx.save_for_backward(x if extremes else None, col, index, rowptr,
-                          output if extremes else None)
-    ctx.num_src = x.size(0)
+                          rowptr_t, col_t, output if extremes else None)
+    ctx.x_shape = x.shape
 
 
-def _gather_reduce_backward(ctx, grad):
-    x, col, index, rowptr, out = ctx.saved_tensors
-    gathered = None if x is None else x.index_select(0, col)
-    per_slot = _share(grad, gathered, out, index, rowptr, ctx.num_segments,
-                      ctx.reduce)
-    grad_x = grad.new_zeros((ctx.num_src,) + tuple(grad.shape[1:]))
-    return (grad_x.index_add_(0, col, per_slot), None, None, None, None,
-            None)
+def _gather_reduce_autograd(ctx, grad):
+    x, col, index, rowptr, rowptr_t, col_t, out = ctx.saved_tensors
+    if x is None:  # sum and mean read neither x nor the output
+        x = out = grad.new_empty(ctx.x_shape)
+    grad_x = _gather_reduce_backward(grad, x, out, col, index, rowptr,
+                                     rowptr_t, col_t, ctx.reduce)
+    return grad_x, None, None, None, None, None, None, None
 
 
-_gather_reduce.register_autograd(_gather_reduce_backward,
+_gather_reduce.register_autograd(_gather_reduce_autograd,
                                  setup_context=_gather_reduce_setup)
 
 
@@ -218,7 +280,8 @@ def segment_max(x: Tensor, rowptr: Tensor, row: Tensor,
     """
     if col is None:
         return _reduce(x, row, rowptr, rowptr.numel() - 1, "max")
-    return _gather_reduce(x, col, row, rowptr, rowptr.numel() - 1, "max")
+    return _gather_reduce(x, col, row, rowptr, None, None,
+                          rowptr.numel() - 1, "max")
 
 
 def segment_min(x: Tensor, rowptr: Tensor, row: Tensor,
@@ -227,13 +290,21 @@ def segment_min(x: Tensor, rowptr: Tensor, row: Tensor,
     :func:`segment_max`)."""
     if col is None:
         return _reduce(x, row, rowptr, rowptr.numel() - 1, "min")
-    return _gather_reduce(x, col, row, rowptr, rowptr.numel() - 1, "min")
+    return _gather_reduce(x, col, row, rowptr, None, None,
+                          rowptr.numel() - 1, "min")
 
 
 def gather_reduce(x: Tensor, col: Tensor, index: Tensor, num_segments: int,
-                  reduce: str, rowptr: Optional[Tensor] = None) -> Tensor:
+                  reduce: str, rowptr: Optional[Tensor] = None,
+                  transpose: Optional[Tuple[Tensor, Tensor]] = None
+                  ) -> Tensor:
     r""":func:`reduce_messages` of the gathered ``x[col]`` (node values over
     each node's in-neighbours), without forming it on the CPU when the
-    slots are sorted (``rowptr``)."""
+    slots are sorted (``rowptr``). ``transpose`` (``rowptr_t, col_t``: the
+    slots grouped by source, :attr:`CSRGraph.transpose`) lets the CPU's
+    backward of sum and mean be one transposed sparse product; max and
+    min go through the slots in chunks."""
     _check_reduce(reduce)
-    return _gather_reduce(x, col, index, rowptr, num_segments, reduce)
+    rowptr_t, col_t = (None, None) if transpose is None else transpose
+    return _gather_reduce(x, col, index, rowptr, rowptr_t, col_t,
+                          num_segments, reduce)

@@ -54,16 +54,19 @@ def _check(stats: Iterable[str]) -> List[str]:
 
 
 def _stats(reduce: Callable[[Tensor, str], Tensor], x: Tensor,
-           degree: Tensor, stats: List[str]) -> Dict[str, Tensor]:
+           degree: Callable[[], Tensor],
+           stats: List[str]) -> Dict[str, Tensor]:
     """Combine ``reduce(values, "sum" | "max" | "min")`` into ``stats``:
     the moments from the sums of ``x`` and ``x * x``, each reduction done
-    once however many statistics use it."""
+    once however many statistics use it; ``degree()`` (messages per
+    destination) only where a mean needs it."""
     out: Dict[str, Tensor] = {}
     needs_square = any(s in ("var", "std") for s in stats)
     if needs_square or any(s in ("sum", "mean") for s in stats):
-        count = degree.clamp(min=1).to(x.dtype).view(
-            (-1,) + (1,) * (x.dim() - 1))
         out["sum"] = reduce(x, "sum")
+    if needs_square or "mean" in stats:
+        count = degree().clamp(min=1).to(x.dtype).view(
+            (-1,) + (1,) * (x.dim() - 1))
         out["mean"] = out["sum"] / count
         if needs_square:
             mean_sq = reduce(x * x, "sum") / count
@@ -82,12 +85,16 @@ def message_stats(x: Tensor, index: Tensor, num_segments: int,
     """The requested ``stats`` (from :data:`STATISTICS`) of the messages
     ``x`` by destination ``index`` (sorted by it when ``rowptr`` is
     given), each ``(num_segments, *x.shape[1:])``."""
-    stats = _check(stats)
-    degree = (rowptr.diff() if rowptr is not None else
-              torch.zeros(num_segments, dtype=torch.long, device=x.device)
-              .index_add_(0, index, torch.ones_like(index, dtype=torch.long)))
+    def degree() -> Tensor:
+        if rowptr is not None:
+            return rowptr.diff()
+        return torch.zeros(num_segments, dtype=torch.long,
+                           device=x.device).index_add_(
+                               0, index, torch.ones_like(index))
+
     return _stats(lambda t, how: reduce_messages(t, index, num_segments, how,
-                                                 rowptr), x, degree, stats)
+                                                 rowptr), x, degree,
+                  _check(stats))
 
 
 def segment_stats(x: Tensor, rowptr: Tensor,
@@ -108,9 +115,13 @@ def neighbour_stats(x: Tensor, csr: CSRGraph,
     if x.size(0) != csr.num_src:
         raise ValueError(f"expected {csr.num_src} rows of node values, got "
                          f"{x.size(0)}")
+    transpose = None
+    if torch.is_grad_enabled() and x.requires_grad and \
+            x.device.type == "cpu":
+        transpose = csr.transpose[:2]
     return _stats(lambda t, how: gather_reduce(
-        t, csr.col, csr.row, csr.num_dst, how, csr.rowptr), x, csr.degree,
-        _check(stats))
+        t, csr.col, csr.row, csr.num_dst, how, csr.rowptr, transpose), x,
+        lambda: csr.degree, _check(stats))
 
 
 def shift_stats(stats: Dict[str, Tensor], shift: Tensor,

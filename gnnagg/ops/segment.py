@@ -38,6 +38,11 @@ from .backend import native_segment_reduce
 from .library import generic_forced
 
 REDUCTIONS = ("sum", "mean", "max", "min")
+#: message elements up to which a sum scatters with ``scatter_add`` (its
+#: backward, a gather, is the faster one on small inputs: 0.86x the time of
+#: ``index_add`` forward+backward on 128 molecules); above, ``index_add``
+#: (0.84x ``scatter_add``'s at ogbn-arxiv scale)
+SMALL_SCATTER = 1 << 22
 _SPARSE_REDUCE = {"sum": "sum", "max": "amax", "min": "amin"}
 
 
@@ -67,7 +72,10 @@ def _scatter(src: Tensor, index: Tensor, num_segments: int,
     """The device-generic reduction: one scatter."""
     out = src.new_zeros((num_segments,) + tuple(src.shape[1:]))
     if reduce in ("sum", "mean"):
-        out.index_add_(0, index, src)
+        if src.numel() <= SMALL_SCATTER:
+            out.scatter_add_(0, _broadcast(index, src), src)
+        else:
+            out.index_add_(0, index, src)
         if reduce == "mean":
             counts = _counts(index, None, num_segments, src.dtype)
             out = out / counts.view((-1,) + (1,) * (src.dim() - 1))
@@ -247,8 +255,15 @@ def reduce_messages(src: Tensor, index: Tensor, num_segments: int,
     (``(E,)``) into ``(num_segments, *F)``; with ``rowptr`` the messages are
     sorted by destination (``index`` is then the CSR ``row``) and the CPU
     reduces contiguous segments. Differentiable; max and min split the
-    gradient between ties."""
+    gradient between ties.
+
+    Sums and means of unsorted messages are PyTorch's own differentiable
+    scatter (what the operator's generic implementation runs): its
+    C++ autograd costs less per call than a Python-registered one, which
+    matters on small graphs; everything else goes through the operator."""
     _check_reduce(reduce)
+    if reduce in ("sum", "mean") and rowptr is None:
+        return _scatter(src, index, num_segments, reduce)
     return _reduce(src, index, rowptr, num_segments, reduce)
 
 

@@ -195,8 +195,9 @@ def test_debug_flag_catches_nan(layer):
 
 
 def test_csr_view_is_shared_across_layers():
-    from gnnagg.ops.csr import _CACHE_ATTR
+    from gnnagg.ops import cached_views
     edge_index = random_graph(20, 60)
     x = torch.randn(20, 8)
     GATv2Conv(8, 4)(GATConv(8, 8)(x, edge_index), edge_index)
-    assert len(getattr(edge_index, _CACHE_ATTR).views) == 1  # built once
+    assert len(cached_views(edge_index)) == 1  # built once
+    assert not [name for name in vars(edge_index) if "gnnagg" in name]

@@ -66,6 +66,27 @@ def test_csr_view_cache_sees_edits_that_bump_no_version(edit):
     assert csr_view(edge_index, 3, self_loops=True) is loops
 
 
+def test_csr_cache_sets_nothing_on_the_tensor_and_goes_with_it():
+    import gc
+    import weakref
+    from gnnagg.ops import cached_views, clear_csr_cache
+    from gnnagg.ops.csr import _VIEWS
+    gc.collect()
+    entries = len(_VIEWS)
+    edge_index = torch.tensor([[0, 1, 2], [1, 2, 0]])
+    view = csr_view(edge_index, 3)
+    assert vars(edge_index) == {} and len(_VIEWS) == entries + 1
+    assert cached_views(edge_index) == {(3, 3, False): view}
+    alive = weakref.ref(view)
+    del edge_index, view
+    gc.collect()
+    assert alive() is None and len(_VIEWS) == entries
+    edge_index = torch.tensor([[0, 1], [1, 0]])
+    csr_view(edge_index, 2)
+    clear_csr_cache()
+    assert cached_views(edge_index) == {}
+
+
 def test_self_loop_view_matches_pyg_order():
     from torch_geometric.utils import add_self_loops, remove_self_loops
     edge_index = torch.tensor([[0, 1, 1, 2, 2], [1, 1, 0, 2, 0]])

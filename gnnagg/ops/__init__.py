@@ -1,8 +1,8 @@
 """Kernels on a cached CSR view of a graph: pure functions, custom autograd
 where it saves time or memory."""
 from .backend import get_backend, has_torch_scatter, set_backend
-from .csr import (CSRGraph, build_csr, check_edge_index, csr_from_index,
-                  csr_of_adjacency, csr_view)
+from .csr import (CSRGraph, build_csr, cached_views, check_edge_index,
+                  clear_csr_cache, csr_from_index, csr_of_adjacency, csr_view)
 from .dynamic_attention import gatv2_score
 from .permute import permute_rows
 from .statistics import (message_stats, neighbour_stats, segment_stats,
@@ -18,7 +18,7 @@ from .topm import segment_topm
 
 __all__ = [
     "CSRGraph", "build_csr", "check_edge_index", "csr_view", "csr_from_index",
-    "csr_of_adjacency",
+    "csr_of_adjacency", "cached_views", "clear_csr_cache",
     "segment_reduce", "segment_max", "segment_min", "reduce_messages",
     "gather_reduce", "message_stats", "use_generic", "generic_forced",
     "set_backend", "get_backend", "has_torch_scatter",

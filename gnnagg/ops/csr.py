@@ -12,20 +12,25 @@ Every kernel in :mod:`gnnagg.ops` works on edges grouped by destination node.
 * the transpose (slots grouped by source), built lazily for backward passes.
 
 :func:`csr_view` builds the view once per ``edge_index`` tensor and caches it
-on that tensor, so every layer of a multi-layer model reuses it. A cached view
+for that tensor (a weak table, nothing set on the tensor), so every layer of
+a multi-layer model reuses it. A cached view
 is used only while the tensor holds the same edges as when it was built.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor
+from torch.utils.weak import WeakIdKeyDictionary
 from torch_geometric import EdgeIndex
 from torch_geometric.typing import SparseTensor
 from torch_geometric.utils import is_torch_sparse_tensor, to_edge_index
 
-_CACHE_ATTR = "_gnnagg_csr_cache"
+#: ``edge_index`` -> the CSR views built from it, held weakly (an entry
+#: goes with its tensor); nothing is stored on the caller's tensors.
+#: :func:`cached_views` shows an entry, :func:`clear_csr_cache` drops them.
+_VIEWS: WeakIdKeyDictionary = WeakIdKeyDictionary()
 #: attribute of the EdgeIndex a CSRGraph hands to ``propagate``: the graph
 _GRAPH_ATTR = "_gnnagg_csr"
 
@@ -250,7 +255,8 @@ def build_csr(edge_index: Tensor, num_src: int, num_dst: int,
 
 def csr_view(edge_index: Tensor, num_src: int, num_dst: Optional[int] = None,
              self_loops: bool = False) -> CSRGraph:
-    r"""The CSR view of ``edge_index``, cached on the tensor itself.
+    r"""The CSR view of ``edge_index``, cached for that tensor (in a weak
+    table of gnnagg's, :func:`cached_views`: nothing is set on the tensor).
 
     The cache keeps a copy of the edges it was built from and is used only
     while ``edge_index`` still holds exactly those (one comparison, far
@@ -270,18 +276,29 @@ def csr_view(edge_index: Tensor, num_src: int, num_dst: Optional[int] = None,
     if torch.compiler.is_compiling():  # part of the traced graph
         return build_csr(edge_index, num_src, num_dst, self_loops)
     key = (int(num_src), int(num_dst), bool(self_loops))
-    cache = getattr(edge_index, _CACHE_ATTR, None)
+    cache = _VIEWS.get(edge_index)
     if cache is not None and key in cache.views and cache.holds(edge_index):
         return cache.views[key]
     csr = build_csr(edge_index, num_src, num_dst, self_loops)
     if cache is None or not cache.holds(edge_index):
-        cache = _ViewCache(edge_index)
-        try:
-            setattr(edge_index, _CACHE_ATTR, cache)
-        except (AttributeError, RuntimeError):  # tensors that take no attrs
-            return csr
+        cache = _VIEWS[edge_index] = _ViewCache(edge_index)
     cache.views[key] = csr
     return csr
+
+
+def cached_views(edge_index: Tensor) -> Dict[Tuple[int, int, bool],
+                                             CSRGraph]:
+    """The CSR views cached for ``edge_index``, by ``(num_src, num_dst,
+    self_loops)`` (empty when none is, or when the tensor's edges changed
+    since they were built)."""
+    cache = _VIEWS.get(edge_index)
+    return dict(cache.views) if cache is not None and \
+        cache.holds(edge_index) else {}
+
+
+def clear_csr_cache() -> None:
+    """Drop every cached CSR view (each goes with its tensor anyway)."""
+    _VIEWS.clear()
 
 
 class _ViewCache:

@@ -189,12 +189,11 @@ def test_recurrent_aggregation_values_and_gradients_match_torch_rnn(cell):
         torch.testing.assert_close(a, b)
 
 
-def test_recurrent_backward_is_linear_in_the_degree(monkeypatch):
+def test_recurrent_backward_is_linear_in_the_degree():
     # PyTorch's RNN backward zero-fills the whole input per step (quadratic
     # in the degree: minutes at 100,000 neighbours). Count the elements the
     # backward pass allocates: it must grow linearly with the degree.
     aggr = RecurrentAggregation(4, 4)
-    allocated = []
 
     def elements(degree):
         x = torch.randn(degree, 4, requires_grad=True)

@@ -125,6 +125,8 @@ def _run(args) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    # ogb asks PyPI for a newer version when imported; the commands do not
+    os.environ.setdefault("OUTDATED_IGNORE", "1")
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -1,9 +1,20 @@
 import os
+from pathlib import Path
 
 import pytest
 import torch
 
 os.environ.setdefault("OUTDATED_IGNORE", "1")
+
+#: the real data sets (../shared/datasets, or $GNNAGG_SHARED_DATASETS)
+SHARED = Path(os.environ.get(
+    "GNNAGG_SHARED_DATASETS",
+    Path(__file__).resolve().parents[2] / "shared" / "datasets"))
+#: tests that read the real Cora files skip, saying so, where they are absent
+needs_cora = pytest.mark.skipif(
+    not (SHARED / "planetoid" / "ind.cora.x").is_file(),
+    reason=f"needs the real Cora files in {SHARED / 'planetoid'} (set "
+           "GNNAGG_SHARED_DATASETS to their parent folder)")
 
 
 @pytest.fixture(autouse=True)

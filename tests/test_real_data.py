@@ -1,6 +1,4 @@
 """Integration on the real Planetoid files in ../shared/datasets."""
-import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -9,9 +7,8 @@ from gnnagg.bench.data import link_planetoid_raw
 from gnnagg.bench.planetoid import train_transductive
 from gnnagg.models import GATPaperNet
 
-SHARED = Path(os.environ.get(
-    "GNNAGG_SHARED_DATASETS",
-    Path(__file__).resolve().parents[2] / "shared" / "datasets"))
+from conftest import SHARED, needs_cora
+
 
 
 def test_missing_raw_files_are_named(tmp_path):
@@ -19,6 +16,7 @@ def test_missing_raw_files_are_named(tmp_path):
         link_planetoid_raw(tmp_path, tmp_path / "root", "Cora")
 
 
+@needs_cora
 @pytest.mark.parametrize("conv", ["gat", "gatv2"])
 def test_gat_learns_cora(tmp_path, conv):
     from torch_geometric.datasets import Planetoid

@@ -25,11 +25,8 @@ from gnnagg.loader import neighbor_loader
 from gnnagg.models.gnn import GNN
 from gnnagg.ops import build_csr, sample_neighbors
 
-from conftest import random_graph
+from conftest import SHARED, random_graph
 
-SHARED = Path(os.environ.get(
-    "GNNAGG_SHARED_DATASETS",
-    Path(__file__).resolve().parents[2] / "shared" / "datasets"))
 REPO = Path(__file__).resolve().parents[1]
 
 

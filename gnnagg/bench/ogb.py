@@ -4,24 +4,21 @@ mean +- std over seeds."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Callable, Dict, List, NamedTuple, Optional
 
-os.environ.setdefault("OUTDATED_IGNORE", "1")  # ogb's PyPI check at import
+import torch
+import torch.nn.functional as F
+from torch import Tensor
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch import Tensor  # noqa: E402
-
-from ..models import build_model, check_model  # noqa: E402
-from ..nn.aggr import degree_histogram  # noqa: E402
-from .checkpoint import Checkpoint  # noqa: E402
-from .distributed import (Process, broadcast, global_mean,  # noqa: E402
-                          init_distributed, leave_distributed, main_first)
-from .results import ResultStore, config_tag  # noqa: E402
-from .training import check_positive, fit, run_seeds  # noqa: E402
+from ..models import build_model, check_model
+from ..nn.aggr import degree_histogram
+from .checkpoint import Checkpoint
+from .distributed import (Process, broadcast, global_mean, init_distributed,
+                          leave_distributed, main_first)
+from .results import ResultStore, config_tag
+from .training import check_positive, fit, run_seeds
 
 GRAPH_DATASETS = ("ogbg-molhiv", "ogbg-molpcba")
 NODE_DATASETS = ("ogbn-arxiv", "ogbn-products", "ogbn-proteins")

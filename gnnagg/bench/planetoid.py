@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models import build_model, check_model
+from ..nn.aggr import degree_histogram
 from .results import ResultStore
 from .training import check_positive, fit, run_seeds
 
@@ -82,7 +83,8 @@ def run_planetoid(name: str, model: str, runs: int, root: str, out_dir: str,
 
     def run_one(seed: int) -> dict:
         net = build_model(model, dataset.num_features, dataset.num_classes,
-                          paper_gat=True).to(device)
+                          paper_gat=True, deg=degree_histogram([data]))
+        net = net.to(device)
         result = train_transductive(net, data, epochs=epochs,
                                     patience=patience)
         return dict(result, params=sum(p.numel() for p in net.parameters()))

@@ -280,11 +280,14 @@ def leaderboard(results: Dict) -> str:
 
 def run_suite(out_dir: str, quick: bool = False, seed: int = 0,
               models: List[str] = SUITE_MODELS) -> Dict:
-    """Run every task for every model not yet in ``out_dir/suite.json``."""
+    """Run every task for every model not yet in ``out_dir/suite.json``
+    (``suite-quick.json`` for ``quick``; ``-seed<N>`` added for a seed other
+    than 0, so each seed keeps its own results)."""
     sizes = QUICK if quick else FULL
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"suite{'-quick' if quick else ''}.json"
+    suffix = ("-quick" if quick else "") + (f"-seed{seed}" if seed else "")
+    path = out / f"suite{suffix}.json"
     results = _load(path)
     cache = out / "cache"
     tasks = {f"DictionaryLookup k={k} (accuracy)":
@@ -302,8 +305,8 @@ def run_suite(out_dir: str, quick: bool = False, seed: int = 0,
             results.setdefault(task, {})[model] = run(model)
             _save(path, results)
     board = leaderboard(results)
-    tmp = out / "leaderboard.md.tmp"
+    tmp = out / f"leaderboard{suffix}.md.tmp"
     tmp.write_text(board)
-    os.replace(tmp, out / "leaderboard.md")
+    os.replace(tmp, out / f"leaderboard{suffix}.md")
     print(board)
     return results

@@ -17,6 +17,10 @@ from typing import List, Optional
 
 from .models import MODELS
 
+#: what the ``bench`` extra installs for the commands
+BENCH_MODULES = ("ogb", "rdkit", "networkx", "tqdm", "matplotlib", "numpy",
+                 "scipy")
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -54,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     ogb.add_argument("--root", default="data/ogb")
     ogb.add_argument("--device", default="cpu")
     ogb.add_argument("--config", help="JSON hyperparameters (default: "
-                     "benchmarks/configs/<dataset>.json)")
+                     "the package's bench/configs/<dataset>.json)")
     ogb.add_argument("--out", default="results/ogb")
     ogb.add_argument("--batch-size", type=_positive, help="mini-batch size (node "
                      "tasks: NeighborLoader seeds; the global batch under "
@@ -138,6 +142,13 @@ def main(argv: Optional[List[str]] = None) -> int:
                      f"results.jsonl, the leaderboard and checkpoints)")
     try:
         _run(args)
+    except ModuleNotFoundError as error:
+        if error.name and error.name.split(".")[0] in BENCH_MODULES:
+            print(f"gnnagg {args.command}: error: this command needs "
+                  f"{error.name}: pip install 'gnnagg[bench]'",
+                  file=sys.stderr)
+            return 2
+        raise
     except (ValueError, FileNotFoundError) as error:
         print(f"gnnagg {args.command}: error: {error}", file=sys.stderr)
         return 2

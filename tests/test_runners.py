@@ -4,6 +4,7 @@ import gzip
 import json
 import os
 import subprocess
+from pathlib import Path
 import sys
 
 import pytest
@@ -243,3 +244,23 @@ def test_suite_quick_runs_resumes_and_shows_lookup_gap(tmp_path):
     # another seed starts from nothing: seed 0's results are not its own
     assert run_suite(str(tmp_path), quick=True, seed=1, models=[]) == {}
     assert (tmp_path / "suite-quick.json").stat().st_mtime == mtime
+
+
+def test_ogb_hyperparameters_ship_with_the_package():
+    import gnnagg
+    from gnnagg.bench.ogb import CONFIG_DIR, load_config
+    assert CONFIG_DIR.is_relative_to(Path(gnnagg.__file__).parent)
+    config = load_config("ogbg-molhiv", "pna")
+    assert config["batch_size"] == 128 and config["model"]["num_layers"] == 4
+
+
+def test_commands_without_the_bench_extra_say_what_to_install(monkeypatch,
+                                                              capsys):
+    import gnnagg.cli as cli
+
+    def missing(args):
+        raise ModuleNotFoundError("No module named 'ogb'", name="ogb")
+
+    monkeypatch.setattr(cli, "_run", missing)
+    assert main(["ogb", "ogbg-molhiv", "--model", "gat"]) == 2
+    assert "pip install 'gnnagg[bench]'" in capsys.readouterr().err

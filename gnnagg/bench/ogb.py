@@ -22,14 +22,15 @@ from .training import check_positive, fit, run_seeds
 
 GRAPH_DATASETS = ("ogbg-molhiv", "ogbg-molpcba")
 NODE_DATASETS = ("ogbn-arxiv", "ogbn-products", "ogbn-proteins")
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "configs"
+#: the OGB hyperparameter files, shipped with the package
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
 def load_config(dataset: str, model: str,
                 path: Optional[str] = None) -> Dict:
     """Hyperparameters: the file's ``default`` entry updated by its entry
-    for ``model``. Without ``path``, ``benchmarks/configs/<dataset>.json``
-    when it exists."""
+    for ``model``. Without ``path``, the package's
+    ``gnnagg/bench/configs/<dataset>.json`` when it exists."""
     if path is None:
         candidate = CONFIG_DIR / f"{dataset}.json"
         if not candidate.is_file():

@@ -90,9 +90,7 @@ class CSRGraph:
     @cached_property
     def row(self) -> Tensor:
         """Destination node of every CSR slot."""
-        return torch.repeat_interleave(
-            torch.arange(self.num_dst, device=self.col.device), self.degree,
-            output_size=self.num_edges)
+        return segment_ids(self.rowptr, self.num_edges)
 
     @cached_property
     def max_degree(self) -> int:
@@ -185,12 +183,28 @@ class CSRGraph:
         return torch.cat([kept, loops], dim=0)
 
 
+def segment_ids(rowptr: Tensor, num_items: int) -> Tensor:
+    """The segment of each of the ``num_items`` entries that the offsets
+    ``rowptr`` group (``row`` of a CSR view)."""
+    return torch.repeat_interleave(
+        torch.arange(rowptr.numel() - 1, device=rowptr.device),
+        rowptr.diff(), output_size=num_items)
+
+
+def index_counts(index: Tensor, length: int,
+                 dtype: torch.dtype = torch.long) -> Tensor:
+    """Occurrences of each value of ``index`` in ``[0, length)``, by a
+    scatter of static size: no host sync, every device (an entry outside
+    the range fails in the kernel)."""
+    return torch.zeros(length, dtype=dtype, device=index.device).index_add_(
+        0, index, torch.ones_like(index, dtype=dtype))
+
+
 def _counts(index: Tensor, length: int) -> Tensor:
     """Occurrences of each value in ``[0, length)`` (``bincount`` in eager
-    mode; a scatter of static size while ``torch.compile`` traces)."""
+    mode; :func:`index_counts` while ``torch.compile`` traces)."""
     if torch.compiler.is_compiling():
-        return torch.zeros(length, dtype=torch.long, device=index.device) \
-            .index_add_(0, index, torch.ones_like(index))
+        return index_counts(index, length)
     return torch.bincount(index, minlength=length)
 
 
@@ -362,7 +376,7 @@ def csr_from_index(index: Optional[Tensor], num_segments: int,
         if ptr is not None:
             ids = torch.arange(num_messages, device=ptr.device)
             return CSRGraph(ptr, ids, ids, num_messages, ptr.numel() - 1)
-        index = check_index(index, num_messages).long()
+        index = check_index(index, num_messages)
     elif ptr is not None:
         total = int(ptr[-1]) if ptr.dim() == 1 and ptr.numel() else 0
         if ptr.dim() != 1 or ptr.numel() == 0 or (

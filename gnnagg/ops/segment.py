@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 
 from .backend import native_segment_reduce
+from .csr import index_counts, segment_ids
 from .library import generic_forced
 
 REDUCTIONS = ("sum", "mean", "max", "min")
@@ -56,15 +57,20 @@ def _broadcast(index: Tensor, like: Tensor) -> Tensor:
     return index.view((-1,) + (1,) * (like.dim() - 1)).expand_as(like)
 
 
+def message_counts(index: Tensor, num_segments: int,
+                   rowptr: Optional[Tensor] = None,
+                   dtype: torch.dtype = torch.long) -> Tensor:
+    """Messages per destination: ``rowptr``'s differences for sorted
+    messages, else counted from ``index`` (no host sync)."""
+    if rowptr is not None:
+        return rowptr.diff().to(dtype)
+    return index_counts(index, num_segments, dtype)
+
+
 def _counts(index: Tensor, rowptr: Optional[Tensor], num_segments: int,
             dtype: torch.dtype) -> Tensor:
     """Messages per destination, at least 1 (the divisor of a mean)."""
-    if rowptr is not None:
-        counts = rowptr.diff().to(dtype)
-    else:
-        counts = torch.zeros(num_segments, dtype=dtype, device=index.device)
-        counts.index_add_(0, index, torch.ones_like(index, dtype=dtype))
-    return counts.clamp_(min=1)
+    return message_counts(index, num_segments, rowptr, dtype).clamp_(min=1)
 
 
 def _scatter(src: Tensor, index: Tensor, num_segments: int,
@@ -272,10 +278,8 @@ def segment_reduce(src: Tensor, rowptr: Tensor, reduce: str) -> Tensor:
     :func:`reduce_messages` for messages sorted by destination."""
     if reduce == "prod":  # MulAggregation's; PyTorch's autograd is exact
         return native_segment_reduce(src, rowptr, "prod")
-    row = torch.repeat_interleave(
-        torch.arange(rowptr.numel() - 1, device=rowptr.device),
-        rowptr.diff(), output_size=src.size(0))
-    return reduce_messages(src, row, rowptr.numel() - 1, reduce, rowptr)
+    return reduce_messages(src, segment_ids(rowptr, src.size(0)),
+                           rowptr.numel() - 1, reduce, rowptr)
 
 
 def segment_max(x: Tensor, rowptr: Tensor, row: Tensor,

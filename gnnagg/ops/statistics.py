@@ -34,8 +34,8 @@ from typing import Callable, Dict, Iterable, List, Optional
 import torch
 from torch import Tensor
 
-from .csr import CSRGraph
-from .segment import gather_reduce, reduce_messages
+from .csr import CSRGraph, segment_ids
+from .segment import gather_reduce, message_counts, reduce_messages
 
 STATISTICS = ("sum", "mean", "min", "max", "var", "std")
 
@@ -71,6 +71,7 @@ def _stats(reduce: Callable[[Tensor, str], Tensor], x: Tensor,
         if needs_square:
             mean_sq = reduce(x * x, "sum") / count
             out["var"] = (mean_sq - out["mean"] ** 2).clamp(min=0)
+        if "std" in stats:
             std = out["var"].clamp(min=STD_EPS).sqrt()
             out["std"] = std.masked_fill(std <= math.sqrt(STD_EPS), 0.0)
     for extreme in ("max", "min"):
@@ -85,15 +86,9 @@ def message_stats(x: Tensor, index: Tensor, num_segments: int,
     """The requested ``stats`` (from :data:`STATISTICS`) of the messages
     ``x`` by destination ``index`` (sorted by it when ``rowptr`` is
     given), each ``(num_segments, *x.shape[1:])``."""
-    def degree() -> Tensor:
-        if rowptr is not None:
-            return rowptr.diff()
-        return torch.zeros(num_segments, dtype=torch.long,
-                           device=x.device).index_add_(
-                               0, index, torch.ones_like(index))
-
     return _stats(lambda t, how: reduce_messages(t, index, num_segments, how,
-                                                 rowptr), x, degree,
+                                                 rowptr), x,
+                  lambda: message_counts(index, num_segments, rowptr),
                   _check(stats))
 
 
@@ -101,10 +96,8 @@ def segment_stats(x: Tensor, rowptr: Tensor,
                   stats: Iterable[str]) -> Dict[str, Tensor]:
     """The requested ``stats`` (from :data:`STATISTICS`) of the segments
     ``x[rowptr[i]:rowptr[i+1]]``, each ``(len(rowptr) - 1, *x.shape[1:])``."""
-    row = torch.repeat_interleave(
-        torch.arange(rowptr.numel() - 1, device=rowptr.device),
-        rowptr.diff(), output_size=x.size(0))
-    return message_stats(x, row, rowptr.numel() - 1, stats, rowptr)
+    return message_stats(x, segment_ids(rowptr, x.size(0)),
+                         rowptr.numel() - 1, stats, rowptr)
 
 
 def neighbour_stats(x: Tensor, csr: CSRGraph,

@@ -12,15 +12,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .csr import segment_ids
+
 
 @torch.library.custom_op("gnnagg::segment_topm", mutates_args=())
 def _segment_topm(scores: Tensor, rowptr: Tensor, m: int) -> Tensor:
     columns = scores.unsqueeze(-1) if scores.dim() == 1 else scores
     num_entries, heads = columns.shape
-    lengths = rowptr.diff()
-    segment = torch.repeat_interleave(
-        torch.arange(lengths.numel(), device=rowptr.device), lengths,
-        output_size=num_entries)
+    segment = segment_ids(rowptr, num_entries)
     # entries come grouped by segment, so after the two sorts position k
     # still belongs to segment[k]: its rank is the same for every head
     keep = (torch.arange(num_entries, device=rowptr.device) -

@@ -4,11 +4,10 @@ from __future__ import annotations
 import math
 from typing import Optional
 
-import torch
 from torch import Tensor
 from torch_geometric.nn import aggr as pyg_aggr
 
-from ...ops import reduce_messages
+from ...ops import message_counts, reduce_messages
 from .base import SegmentAggregation
 
 
@@ -64,7 +63,6 @@ class PowerMeanAggregation(SegmentAggregation,
         out = reduce_messages(x, index, num_segments, "mean", rowptr)
         if not identity:
             out = out.clamp(self.min_value, self.max_value).pow(1.0 / p)
-            counts = reduce_messages(torch.ones_like(index, dtype=x.dtype),
-                                     index, num_segments, "sum", rowptr)
+            counts = message_counts(index, num_segments, rowptr)
             out = out * (counts > 0).view((-1,) + (1,) * (x.dim() - 1))
         return out

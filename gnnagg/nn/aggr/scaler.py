@@ -9,7 +9,7 @@ from torch_geometric.nn import aggr as pyg_aggr
 from torch_geometric.nn.aggr import Aggregation
 from torch_geometric.nn.conv import PNAConv as PyGPNAConv
 
-from ...ops import CSRGraph
+from ...ops import CSRGraph, message_counts
 from .base import SegmentAggregation, infer_dim_size, require_index
 from .multi import MultiAggregation, resolve_aggregation
 
@@ -165,11 +165,9 @@ class DegreeScalerAggregation(SegmentAggregation,
 
     def reduce_messages(self, x: Tensor, index: Tensor, num_segments: int,
                         rowptr: Optional[Tensor] = None) -> Tensor:
-        degree = torch.zeros(num_segments, dtype=torch.long,
-                             device=index.device).index_add_(
-                                 0, index, torch.ones_like(index))
         return self.scale(self.aggr.reduce_messages(x, index, num_segments,
-                                                    rowptr), degree)
+                                                    rowptr),
+                          message_counts(index, num_segments, rowptr))
 
     def reduce_segments(self, x: Tensor, csr: CSRGraph) -> Tensor:
         return self.scale(self.aggr.reduce_segments(x, csr), csr.degree)

@@ -13,7 +13,8 @@ from torch_geometric.utils import softmax as pyg_softmax
 
 from ...ops import (CSRGraph, csr_of_adjacency, csr_view, segment_softmax,
                     weighted_aggregate)
-from .fusion import FusedMessagePassing, message_path_needed
+from .fusion import (FUSED_PRODUCT_HOOKS, FusedMessagePassing, has_hooks,
+                     message_path_needed)
 from .inputs import (check_edge_features, check_features,
                      edge_index_and_sizes, layer_dtype)
 
@@ -65,10 +66,7 @@ class AttentionConv(FusedMessagePassing):
         message-and-aggregate hooks are registered; otherwise it calls the
         kernels directly (less Python per call, and what ``torch.compile``
         traces)."""
-        return any(getattr(self, name) for name in (
-            "_propagate_forward_pre_hooks", "_propagate_forward_hooks",
-            "_message_and_aggregate_forward_pre_hooks",
-            "_message_and_aggregate_forward_hooks"))
+        return has_hooks(self, FUSED_PRODUCT_HOOKS)
 
     def message_and_aggregate(self, edge_index, x, alpha: Tensor) -> Tensor:
         r""":math:`\sum_j \alpha_{ji,h} \mathbf{x}_{j,h}` per head as sparse
@@ -97,18 +95,18 @@ class AttentionConv(FusedMessagePassing):
         src_channels, dst_channels = (
             (self.in_channels, self.in_channels)
             if isinstance(self.in_channels, int) else self.in_channels)
+        dtype = layer_dtype(self)
         if isinstance(x, Tensor):
-            check_features("x", x, src_channels, layer_dtype(self))
+            check_features("x", x, src_channels, dtype)
             if src_channels != dst_channels:
                 raise ValueError("layer was built for bipartite input "
                                  f"{self.in_channels}; pass x=(x_src, x_dst)")
             return x, x
         if not isinstance(x, (tuple, list)) or len(x) != 2:
             raise TypeError("x must be a tensor or a pair (x_src, x_dst)")
-        check_features("x_src", x[0], src_channels, layer_dtype(self))
+        check_features("x_src", x[0], src_channels, dtype)
         if x[1] is not None:
-            check_features("x_dst", x[1], dst_channels,
-                           layer_dtype(self))
+            check_features("x_dst", x[1], dst_channels, dtype)
         return x[0], x[1]
 
     def _graph(self, edge_index, num_src: int, num_dst: Optional[int],

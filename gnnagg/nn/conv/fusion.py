@@ -10,6 +10,18 @@ MESSAGE_HOOKS = ("_message_forward_pre_hooks", "_message_forward_hooks",
                  "_aggregate_forward_pre_hooks", "_aggregate_forward_hooks",
                  "_edge_update_forward_pre_hooks",
                  "_edge_update_forward_hooks")
+#: hook registries of ``propagate`` itself
+PROPAGATE_HOOKS = ("_propagate_forward_pre_hooks", "_propagate_forward_hooks")
+#: hooks that see the fused product: ``propagate``'s and
+#: ``message_and_aggregate``'s
+FUSED_PRODUCT_HOOKS = PROPAGATE_HOOKS + (
+    "_message_and_aggregate_forward_pre_hooks",
+    "_message_and_aggregate_forward_hooks")
+
+
+def has_hooks(conv: MessagePassing, hooks) -> bool:
+    """Whether ``conv`` holds a hook in any of the registries ``hooks``."""
+    return any(getattr(conv, name) for name in hooks)
 
 
 def message_path_needed(conv: MessagePassing, hooks=MESSAGE_HOOKS) -> bool:
@@ -18,8 +30,7 @@ def message_path_needed(conv: MessagePassing, hooks=MESSAGE_HOOKS) -> bool:
     ``decomposed_layers > 1``, with ``flow="target_to_source"``, or while
     a hook in ``hooks`` is registered."""
     return bool(conv.explain) or conv.decomposed_layers > 1 or \
-        conv.flow != "source_to_target" or \
-        any(getattr(conv, name) for name in hooks)
+        conv.flow != "source_to_target" or has_hooks(conv, hooks)
 
 
 class FusedMessagePassing(MessagePassing):

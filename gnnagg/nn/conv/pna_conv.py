@@ -12,7 +12,7 @@ from torch_geometric.typing import SparseTensor
 from ...ops import (CSRGraph, csr_view, neighbour_stats, permute_rows,
                    segment_stats, shift_stats)
 from ..aggr import DegreeScalerAggregation, StatAggregation
-from .fusion import (MESSAGE_HOOKS, FusedMessagePassing,
+from .fusion import (MESSAGE_HOOKS, PROPAGATE_HOOKS, FusedMessagePassing,
                      message_path_needed)
 from .inputs import (check_edge_features, check_features,
                      edge_index_and_sizes, layer_dtype)
@@ -20,8 +20,7 @@ from .inputs import (check_edge_features, check_features,
 #: hooks that make PNAConv run PyG's path: its fused path computes the
 #: scaled aggregation only inside U's first linear map, so it has no
 #: propagate output for propagate hooks to see
-PNA_HOOKS = MESSAGE_HOOKS + ("_propagate_forward_pre_hooks",
-                             "_propagate_forward_hooks")
+PNA_HOOKS = MESSAGE_HOOKS + PROPAGATE_HOOKS
 
 
 class PNAConv(FusedMessagePassing, PyGPNAConv):

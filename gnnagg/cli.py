@@ -1,6 +1,8 @@
 """``gnnagg``: compare aggregators on paper reproductions and leaderboards.
 
     gnnagg bench [--quick]                       embedded suite, no download
+    gnnagg reproduce --list                      the papers' own protocols
+    gnnagg reproduce gatv2-lookup [--quick] [--seeds N] [--out DIR]
     gnnagg planetoid Cora --model gat --runs 10 [--raw-dir DIR]
     gnnagg ogb ogbg-molhiv --model pna --runs 10 --root DIR
     gnnagg ogb ogbn-products --model gat --batch-size 1024 --fanout 15,10,5
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import List, Optional
 
 from .models import MODELS
@@ -34,6 +37,25 @@ def _parser() -> argparse.ArgumentParser:
                        help="small sizes (a minute or two)")
     bench.add_argument("--out", default="results/bench")
     bench.add_argument("--seed", type=int, default=0)
+
+    reproduce = sub.add_parser("reproduce", help="a paper's result under "
+                               "its own protocol, ours beside theirs")
+    reproduce.add_argument("name", nargs="?", help="see --list")
+    reproduce.add_argument("--list", action="store_true",
+                           help="list the reproductions")
+    reproduce.add_argument("--quick", action="store_true",
+                           help="a seconds-long smoke run of the protocol")
+    reproduce.add_argument("--seeds", type=_positive,
+                           help="seeds per model (default: the protocol's)")
+    reproduce.add_argument("--models", type=_names,
+                           help="comma-separated subset of the protocol's "
+                           "models")
+    reproduce.add_argument("--out", default="results/reproduce")
+    reproduce.add_argument("--root", help="data folder (pna-molhiv: OGB's "
+                           "root, default data/ogb; tangnn-cora: Planetoid's, "
+                           "default data/Planetoid)")
+    reproduce.add_argument("--raw-dir", help="tangnn-cora: folder with the "
+                           "raw ind.cora.* files, linked into --root")
 
     planetoid = sub.add_parser("planetoid", help="GAT's transductive "
                                "protocol on Cora/CiteSeer/PubMed")
@@ -87,6 +109,13 @@ def _positive(text: str) -> int:
     return value
 
 
+def _names(text: str) -> List[str]:
+    names = [part for part in text.split(",") if part]
+    if not names:
+        raise argparse.ArgumentTypeError("expected comma-separated names")
+    return names
+
+
 def _fanout(text: str) -> List[int]:
     try:
         fanout = [int(part) for part in text.split(",")]
@@ -104,6 +133,8 @@ def _run(args) -> None:
     if args.command == "bench":
         from .bench.suite import run_suite
         run_suite(args.out, quick=args.quick, seed=args.seed)
+    elif args.command == "reproduce":
+        _reproduce(args)
     elif args.command == "planetoid":
         from .bench.data import link_planetoid_raw
         from .bench.planetoid import run_planetoid
@@ -126,6 +157,26 @@ def _run(args) -> None:
     elif args.command == "prepare":
         from .bench.molhiv import prepare_molhiv
         print(f"wrote {prepare_molhiv(args.source, args.root)}")
+
+
+def _reproduce(args) -> None:
+    from .bench.reproduce import REPRODUCTIONS, get_reproduction, reproduce
+    if args.list or args.name is None:
+        for name in REPRODUCTIONS:
+            item = get_reproduction(name)
+            print(f"{name}\n    paper: {item.paper}\n    compares: "
+                  f"{item.compares}")
+        return
+    options = {"root": args.root} if args.root else {}
+    if args.raw_dir:
+        options["raw_dir"] = args.raw_dir
+    item = get_reproduction(args.name, **options)
+    summary = reproduce(item, args.out, quick=args.quick, seeds=args.seeds,
+                        models=args.models)
+    folder = Path(args.out) / (args.name + ("-quick" if args.quick else ""))
+    print((folder / "results.md").read_text())
+    print(f"results: {folder / 'results.json'}; figure: "
+          f"{folder / 'figure.png'}" if summary["ours"] else "")
 
 
 def main(argv: Optional[List[str]] = None) -> int:

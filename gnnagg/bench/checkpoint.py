@@ -39,13 +39,16 @@ class Checkpoint:
 
     :meth:`save` is collective under ``torchrun`` (every rank calls it: the
     RNG states of all ranks are gathered), :meth:`load` is called by every
-    rank and restores that rank's own RNG state.
+    rank and restores that rank's own RNG state. A learning-rate
+    ``scheduler`` is saved and restored with the optimiser.
     """
 
     def __init__(self, path: str | os.PathLike, model: torch.nn.Module,
-                 optimizer: torch.optim.Optimizer, process: Process):
+                 optimizer: torch.optim.Optimizer,
+                 process: Process = Process(), scheduler=None):
         self.path = Path(path)
         self.model, self.optimizer, self.process = model, optimizer, process
+        self.scheduler = scheduler
 
     @property
     def previous_path(self) -> Path:
@@ -62,6 +65,8 @@ class Checkpoint:
         tmp = self.path.with_suffix(".tmp")
         torch.save({"model": self.model.state_dict(),
                     "optimizer": self.optimizer.state_dict(),
+                    "scheduler": (None if self.scheduler is None
+                                  else self.scheduler.state_dict()),
                     "loop": loop_state, "rng": rng}, tmp)
         if self.path.exists():
             os.replace(self.path, self.previous_path)
@@ -96,6 +101,8 @@ class Checkpoint:
             try:
                 self.model.load_state_dict(saved["model"])
                 self.optimizer.load_state_dict(saved["optimizer"])
+                if self.scheduler is not None:
+                    self.scheduler.load_state_dict(saved["scheduler"])
                 loop = saved["loop"]
                 _ = loop["epoch"], loop["curve"]
             except Exception as error:  # another run's checkpoint

@@ -50,7 +50,7 @@ class ResultStore:
                 bad.append(number)
         if bad:
             kept = set_aside(self.path)
-            _atomic_write(self.path, "".join(json.dumps(r) + "\n"
+            atomic_write(self.path, "".join(json.dumps(r) + "\n"
                                              for r in good))
             warnings.warn(f"{self.path}: line(s) {bad} are not whole "
                           f"records; the file as it was is kept as {kept} "
@@ -75,7 +75,7 @@ class ResultStore:
     def write_reports(self, metric: str) -> None:
         """``leaderboard.md`` and ``curves.png`` from all records."""
         records = self.records()
-        _atomic_write(self.out_dir / "leaderboard.md",
+        atomic_write(self.out_dir / "leaderboard.md",
                       leaderboard(records, metric))
         plot_curves(records, self.out_dir / "curves.png", metric)
 
@@ -93,7 +93,10 @@ def set_aside(path: Path) -> Path:
     return target
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file renamed over it,
+    so a kill leaves the old file or the new one, never half of one."""
+    path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)

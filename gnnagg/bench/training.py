@@ -31,7 +31,8 @@ def fit(train_epoch: Callable[[int], float],
         show_progress: bool = True) -> dict:
     """Train for up to ``epochs``; ``train_epoch(epoch)`` (1-based) returns
     the training loss, ``evaluate`` returns ``valid`` and ``test`` scores
-    (higher is better) and optionally ``valid_loss``.
+    (higher is better), optionally ``valid_loss`` and any other scores
+    (all of them at the best epoch are returned as ``best_scores``).
 
     The reported test score is the one at the epoch of best validation
     (OGB's protocol; ties go to the lower validation loss). With
@@ -76,7 +77,7 @@ def fit(train_epoch: Callable[[int], float],
         bar.set_postfix(loss=f"{loss:.4f}", valid=f"{scores['valid']:.4f}")
     best, done = state["best"], state["epoch"]
     return {"valid": best["valid"], "test": best["test"],
-            "best_epoch": best["epoch"], "epochs": done,
+            "best_epoch": best["epoch"], "epochs": done, "best_scores": best,
             "time_per_epoch_s": state["seconds"] / max(done, 1),
             "resumed_from_epoch": resumed_from_epoch, "curve": curve}
 

@@ -11,7 +11,9 @@ import time
 import warnings
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Dict, Iterable, List, Set
+from typing import Callable, Dict, Iterable, List, Set
+
+import torch
 
 
 #: fields every run record has; a line without them is not a record
@@ -78,6 +80,26 @@ class ResultStore:
         atomic_write(self.out_dir / "leaderboard.md",
                       leaderboard(records, metric))
         plot_curves(records, self.out_dir / "curves.png", metric)
+
+
+def cached(cache: str | os.PathLike, name: str, make: Callable):
+    """Generated data, kept in ``cache/name.pt`` (written atomically; a
+    damaged file is set aside and the data made again)."""
+    cache = Path(cache)
+    path = cache / f"{name}.pt"
+    if path.exists():
+        try:
+            return torch.load(path, weights_only=False)  # our own cache
+        except Exception as error:  # any damage: set aside, make again
+            kept = set_aside(path)
+            warnings.warn(f"{path} is damaged ({type(error).__name__}); "
+                          f"kept as {kept}, made again", stacklevel=2)
+    data = make()
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(data, tmp)
+    os.replace(tmp, path)
+    return data
 
 
 def set_aside(path: Path) -> Path:

@@ -22,7 +22,7 @@ from ..models import make_conv
 from ..nn.aggr import degree_histogram
 from .synthetic import (GRAPH_TASKS, NODE_TASKS, degree_extrapolation,
                         dictionary_lookup, multitask_graphs)
-from .results import set_aside
+from .results import cached, set_aside
 from .training import seed_everything
 
 SUITE_MODELS = ("gat", "gatv2", "pna", "lcm", "gru", "topm", "sum", "mean",
@@ -92,29 +92,10 @@ def _train(model, loader, loss_fn: Callable, epochs: int, lr: float,
             optimizer.step()
 
 
-def _cached(cache: Path, name: str, make: Callable):
-    """Generated data, kept in ``cache/name.pt`` (written atomically; a
-    damaged file is set aside and the data made again)."""
-    path = cache / f"{name}.pt"
-    if path.exists():
-        try:
-            return torch.load(path, weights_only=False)  # our own cache
-        except Exception as error:  # any damage: set aside, make again
-            kept = set_aside(path)
-            warnings.warn(f"{path} is damaged ({type(error).__name__}); "
-                          f"kept as {kept}, made again", stacklevel=2)
-    data = make()
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(data, tmp)
-    os.replace(tmp, path)
-    return data
-
-
 def lookup_task(model: str, k: int, sizes: Dict, cache: Path,
                 seed: int) -> Dict[str, float]:
     """Train and test node accuracy on DictionaryLookup with ``k`` keys."""
-    train, test = _cached(cache, f"lookup-k{k}-n{sizes['lookup_graphs']}-s"
+    train, test = cached(cache, f"lookup-k{k}-n{sizes['lookup_graphs']}-s"
                           f"{seed}", lambda: dictionary_lookup(
                               k, sizes["lookup_graphs"], seed))
     seed_everything(seed)
@@ -147,13 +128,13 @@ def multitask_task(model: str, sizes: Dict, cache: Path,
                    seed: int) -> Dict[str, float]:
     """log10 MSE per PNA task (targets standardised on the training set),
     on test graphs of 15-24 nodes and on larger ones (25-40)."""
-    train = _cached(cache, f"multitask-train-{sizes['multitask_train']}-s"
+    train = cached(cache, f"multitask-train-{sizes['multitask_train']}-s"
                     f"{seed}", lambda: multitask_graphs(
                         sizes["multitask_train"], seed=seed))
-    tests = {"": _cached(cache, f"multitask-test-{sizes['multitask_test']}-s"
+    tests = {"": cached(cache, f"multitask-test-{sizes['multitask_test']}-s"
                          f"{seed}", lambda: multitask_graphs(
                              sizes["multitask_test"], seed=seed + 1)),
-             "large_": _cached(cache, f"multitask-large-"
+             "large_": cached(cache, f"multitask-large-"
                                f"{sizes['multitask_test']}-s{seed}",
                                lambda: multitask_graphs(
                                    sizes["multitask_test"], 25, 40,
@@ -207,7 +188,7 @@ def extrapolation_task(model: str, sizes: Dict, cache: Path, seed: int,
     1,000-neighbour test stars (``ms_d1000``): O(d) sequential steps for a
     recurrent aggregator, O(log d) levels for LCM."""
     degrees = list(EXTRAPOLATION[target][1])
-    train = _cached(cache, f"extrap-{target}-train-"
+    train = cached(cache, f"extrap-{target}-train-"
                     f"{sizes['extrapolation_train']}-s{seed}",
                     lambda: degree_extrapolation(
                         degrees, sizes["extrapolation_train"], target, seed))

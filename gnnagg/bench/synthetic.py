@@ -158,6 +158,48 @@ def multitask_graphs(count: int, min_nodes: int = 15, max_nodes: int = 24,
     return graphs
 
 
+#: the PNA multitask benchmark's generator families and their frequencies
+PNA_FAMILIES = {"erdos_renyi": 0.2, "barabasi_albert": 0.2, "tree": 0.15,
+                "caterpillar": 0.1, "lobster": 0.1, "grid": 0.05,
+                "caveman": 0.05, "ladder": 0.05, "line": 0.05, "star": 0.05}
+
+
+def _toggle_edges(g: nx.Graph, count: int, rng: np.random.Generator) -> None:
+    """Flip ``count`` random node pairs (an edge is removed, a non-edge
+    added), then join every isolated node to a random other node."""
+    n = g.number_of_nodes()
+    for _ in range(count):
+        u, v = (int(i) for i in rng.choice(n, 2, replace=False))
+        if g.has_edge(u, v):
+            g.remove_edge(u, v)
+        else:
+            g.add_edge(u, v)
+    for node in [v for v in g if g.degree(v) == 0]:
+        other = int(rng.integers(n - 1))
+        g.add_edge(node, other + (other >= node))
+
+
+def pna_multitask_graphs(sizes: List[int], per_size: int, seed: int = 0,
+                         toggle_fraction: float = 0.1) -> List[Data]:
+    """The PNA paper's multitask benchmark: ``per_size`` graphs of every
+    node count in ``sizes``, families drawn with the :data:`PNA_FAMILIES`
+    frequencies, ``toggle_fraction * n`` random node pairs flipped, no
+    isolated node; features, node and graph targets as
+    :func:`multitask_graphs` (labels unscaled)."""
+    rng = np.random.default_rng(seed)
+    families, weights = zip(*PNA_FAMILIES.items())
+    graphs = []
+    for n in sizes:
+        for _ in range(per_size):
+            kind = families[int(rng.choice(len(families), p=weights))]
+            g = nx.convert_node_labels_to_integers(_random_graph(kind, n, rng))
+            g.add_nodes_from(range(g.number_of_nodes(), n))  # exactly n
+            g = g.subgraph(range(n)).copy()
+            _toggle_edges(g, int(toggle_fraction * n), rng)
+            graphs.append(_multitask_example(g, rng))
+    return graphs
+
+
 #: targets of :func:`degree_extrapolation`: neighbour values -> target
 EXTRAPOLATION_TARGETS = {
     "mean": lambda v: v.mean(),

@@ -51,7 +51,8 @@ class Reproduction:
     def protocol(self, quick: bool) -> Dict[str, Any]:
         """Every setting of the run; ``quick`` gives a seconds-long one.
         Must hold ``models``, ``tasks``, ``epochs`` and ``patience``
-        (``None``: no early stopping)."""
+        (``None``: no early stopping); ``model_epochs`` may give some models
+        their own number of epochs."""
         raise NotImplementedError
 
     def build(self, task: Any, model: str, seed: int,
@@ -172,7 +173,9 @@ def reproduce(reproduction: Reproduction, out_dir: str | Path,
         checkpoint = Checkpoint(
             folder / "checkpoints" / f"{task}-{model}-seed{seed}.pt",
             run.model, run.optimizer, scheduler=run.scheduler)
-        result = fit(run.train_epoch, run.evaluate, protocol["epochs"],
+        epochs = protocol.get("model_epochs", {}).get(model,
+                                                      protocol["epochs"])
+        result = fit(run.train_epoch, run.evaluate, epochs,
                      protocol["patience"], desc=f"{task} {model} seed {seed}",
                      checkpoint=checkpoint)
         store.append({

@@ -1,0 +1,138 @@
+"""``gatv2-lookup``: the DictionaryLookup problem of Brody, Alon and Yahav
+(2022): static attention (GAT) cannot rank the keys differently for every
+query, dynamic attention (GATv2) can."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch_geometric.loader import DataLoader
+
+from ...nn import GATConv, GATv2Conv
+from ..synthetic import dictionary_lookup
+from .base import Reproduction, Run
+
+#: model name -> (layer, heads)
+MODELS = {"gatv2-1h": ("gatv2", 1), "gat-1h": ("gat", 1),
+          "gatv2-8h": ("gatv2", 8), "gat-8h": ("gat", 8)}
+
+
+class LookupNet(torch.nn.Module):
+    r"""The paper's network: key and value embeddings summed, one attention
+    layer (heads concatenated), a linear read-out over the ``k`` values.
+    GATv2 shares its source and target weights and has no bias and no
+    self-loops; GAT keeps its self-loops, as in the paper's code."""
+
+    def __init__(self, k: int, layer: str, heads: int, dim: int = 128):
+        super().__init__()
+        self.key = torch.nn.Embedding(k + 1, dim)
+        self.value = torch.nn.Embedding(k + 1, dim)
+        if layer == "gatv2":
+            self.conv = GATv2Conv(dim, dim // heads, heads=heads, bias=False,
+                                  share_weights=True, add_self_loops=False)
+        else:
+            self.conv = GATConv(dim, dim // heads, heads=heads)
+        self.out = torch.nn.Linear(dim, k)
+
+    def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
+        h = self.key(x[:, 0]) + self.value(x[:, 1])
+        return self.out(F.relu(self.conv(h, edge_index)))
+
+
+class DictionaryLookup(Reproduction):
+    name = "gatv2-lookup"
+    paper = ("Brody, Alon, Yahav, \"How Attentive are Graph Attention "
+             "Networks?\", ICLR 2022 (https://arxiv.org/abs/2105.14491), "
+             "Figure 3 (values read off the plot)")
+    compares = ("GATv2 and GAT, 1 and 8 heads, train and test accuracy "
+                "against the number of keys k")
+    paper_results = {
+        "gatv2-1h": {"train_acc": "1.0 for every k up to 100",
+                     "test_acc": "1.0 for every k up to 100"},
+        "gat-1h": {"train_acc_k4": 0.85, "train_acc_k20": 0.11},
+        "gat-8h": {"train_acc": "1.0", "test_acc": "0.29-0.87"},
+    }
+
+    def protocol(self, quick: bool) -> Dict[str, Any]:
+        return {"models": list(MODELS),
+                "tasks": [4] if quick else [4, 8, 12, 16, 20],
+                "max_graphs": 32_000, "train_fraction": 0.8, "dim": 128,
+                "lr": 1e-3, "batch_size": 1024, "clip": 1.0,
+                "plateau": {"mode": "max", "factor": 0.5, "patience": 10},
+                "epochs": 3 if quick else 1000,
+                "patience": None if quick else 20}
+
+    def build(self, task: int, model: str, seed: int,
+              protocol: Dict[str, Any], cache: Path) -> Run:
+        k = task
+        train, test = dictionary_lookup(k, protocol["max_graphs"], seed,
+                                        protocol["train_fraction"])
+        layer, heads = MODELS[model]
+        net = LookupNet(k, layer, heads, protocol["dim"])
+        optimizer = torch.optim.Adam(net.parameters(), lr=protocol["lr"])
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, **protocol["plateau"])
+        loader = DataLoader(train, protocol["batch_size"], shuffle=True)
+
+        def train_epoch(epoch: int) -> float:
+            net.train()
+            total = count = 0.0
+            for batch in loader:
+                mask = batch.train_mask
+                out = net(batch.x, batch.edge_index)[mask]
+                loss = F.cross_entropy(out, batch.y[mask])
+                optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(net.parameters(),
+                                               protocol["clip"])
+                optimizer.step()
+                total += float(loss.detach()) * int(mask.sum())
+                count += int(mask.sum())
+            return total / count
+
+        @torch.no_grad()
+        def accuracy(graphs, masked: bool) -> float:
+            net.eval()
+            correct = total = 0
+            for batch in DataLoader(graphs, 4096):
+                nodes = batch.train_mask if masked else batch.y >= 0
+                pred = net(batch.x, batch.edge_index)[nodes].argmax(-1)
+                correct += int((pred == batch.y[nodes]).sum())
+                total += int(nodes.sum())
+            return correct / total
+
+        def evaluate() -> Dict[str, float]:
+            # the paper's stopping criterion is the training accuracy
+            scores = {"valid": accuracy(train, masked=True),
+                      "test": accuracy(test, masked=False)}
+            scheduler.step(scores["valid"])
+            return scores
+
+        return Run(net, optimizer, train_epoch, evaluate, scheduler)
+
+    def metrics(self, record: Dict[str, Any]) -> Dict[str, float]:
+        k = record["task"]
+        return {f"train_acc_k{k}": record["valid"],
+                f"test_acc_k{k}": record["test"]}
+
+    def figure(self, summary: Dict[str, Any], records: List[Dict],
+               path: Path) -> None:
+        """Accuracy against k (the paper's Figure 3): test solid, train
+        dashed."""
+        import matplotlib.pyplot as plt
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for model, metrics in summary["ours"].items():
+            ks = sorted(int(name.rsplit("k", 1)[1]) for name in metrics
+                        if name.startswith("test_acc_k"))
+            line, = ax.plot(ks, [metrics[f"test_acc_k{k}"]["mean"]
+                                 for k in ks], "o-", label=f"{model} test")
+            ax.plot(ks, [metrics[f"train_acc_k{k}"]["mean"] for k in ks],
+                    "o--", color=line.get_color(), label=f"{model} train")
+        ax.set(xlabel="k (keys)", ylabel="accuracy", ylim=(0, 1.02),
+               title="DictionaryLookup")
+        ax.legend(fontsize="small", ncol=2)
+        fig.tight_layout()
+        fig.savefig(path)

@@ -1,0 +1,205 @@
+"""``sum-extrapolation``: the two functions of Rosenbluth, Tönshoff and
+Grohe (2023), "Some Might Say All You Need Is Sum", on which sum
+aggregation fits the training range and fails outside it while mean (UCF)
+or sum and mean together (SVF) extrapolate."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch_geometric.data import Data
+from torch_geometric.loader import DataLoader
+from torch_geometric.nn import SimpleConv
+
+from ...nn.aggr import MeanAggregation, MultiAggregation, SumAggregation
+from .base import Reproduction, Run
+
+AGGREGATIONS = {"sum": SumAggregation, "mean": MeanAggregation,
+                "sum+mean": lambda: MultiAggregation(["sum", "mean"])}
+
+
+def ucf_graph(k: int, c: int) -> Data:
+    """A star: ``k`` leaves of value ``c`` send to the centre (value 0),
+    whose target is ``c``."""
+    x = torch.cat([torch.zeros(1, 1), torch.full((k, 1), float(c))])
+    edge_index = torch.stack([torch.arange(1, k + 1),
+                              torch.zeros(k, dtype=torch.long)])
+    return Data(x=x, edge_index=edge_index, y=torch.tensor([[float(c)]]),
+                num_nodes=k + 1)
+
+
+def svf_graph(k: int, c: int) -> Data:
+    """A root (node 0) fed by ``k`` middle nodes, each fed by the same
+    ``c`` bottom nodes; every feature is 1 and the root's target is ``c``
+    (the middles must count, the root must not)."""
+    middles = torch.arange(1, k + 1)
+    bottoms = torch.arange(k + 1, k + c + 1)
+    edge_index = torch.cat([
+        torch.stack([bottoms.repeat(k), middles.repeat_interleave(c)]),
+        torch.stack([middles, torch.zeros(k, dtype=torch.long)])], 1)
+    return Data(x=torch.ones(k + c + 1, 1), edge_index=edge_index,
+                y=torch.tensor([[float(c)]]), num_nodes=k + c + 1)
+
+
+GRAPHS = {"ucf": ucf_graph, "svf": svf_graph}
+
+
+class ExtrapolationNet(torch.nn.Module):
+    r"""The paper's network: layers
+    :math:`\mathbf{x}_i' = \mathrm{MLP}([\mathbf{x}_i,
+    \mathrm{agg}_{j \in \mathcal{N}(i)} \mathbf{x}_j])` (the aggregation is
+    ``aggr=`` of PyG's ``SimpleConv``), a linear read-out at the root."""
+
+    def __init__(self, aggregation: str, hidden: int = 256, layers: int = 2):
+        super().__init__()
+        self.convs = torch.nn.ModuleList()
+        self.mlps = torch.nn.ModuleList()
+        width = 1
+        for _ in range(layers):
+            aggr = AGGREGATIONS[aggregation]()
+            self.convs.append(SimpleConv(aggr))
+            parts = 3 if aggregation == "sum+mean" else 2
+            self.mlps.append(torch.nn.Sequential(
+                torch.nn.Linear(parts * width, hidden), torch.nn.ReLU(),
+                torch.nn.Linear(hidden, hidden), torch.nn.ReLU()))
+            width = hidden
+        self.out = torch.nn.Linear(hidden, 1)
+
+    def forward(self, x: Tensor, edge_index: Tensor, root: Tensor) -> Tensor:
+        for conv, mlp in zip(self.convs, self.mlps):
+            x = mlp(torch.cat([x, conv(x, edge_index)], -1))
+        return self.out(x[root])
+
+
+def grid(low: int, high: int, points: int) -> List[int]:
+    """Up to ``points`` distinct integers from ``low`` to ``high``, spaced
+    evenly on a log scale."""
+    return sorted({int(round(v)) for v in np.logspace(
+        np.log10(low), np.log10(high), points)})
+
+
+class SumExtrapolation(Reproduction):
+    name = "sum-extrapolation"
+    paper = ("Rosenbluth, Tönshoff, Grohe, \"Some Might Say All You Need Is "
+             "Sum\", IJCAI 2023 (https://arxiv.org/abs/2302.11603)")
+    compares = ("sum, mean and sum+mean aggregation on UCF and SVF: trained "
+                "on (k, c) in [1,100]^2, tested on [1,1000]^2")
+    paper_results = {
+        "sum": {"out_of_range": "error grows far beyond mean's and "
+                                "sum+mean's"},
+        "mean": {"ucf_out_of_range": "extrapolates"},
+        "sum+mean": {"out_of_range": "extrapolates (UCF and SVF)"}}
+    default_seeds = 5
+
+    def protocol(self, quick: bool) -> Dict[str, Any]:
+        return {"models": list(AGGREGATIONS), "tasks": list(GRAPHS),
+                "train_max": 5 if quick else 100,
+                "test_max": 20 if quick else 1000,
+                "test_points": 4 if quick else 13,
+                "hidden": 16 if quick else 256, "layers": 2,
+                "batch_size": 100, "lr": 1e-3, "weight_decay": 1e-5,
+                "epochs": 2 if quick else 500, "patience": None}
+
+    def build(self, task: str, model: str, seed: int,
+              protocol: Dict[str, Any], cache: Path) -> Run:
+        make = GRAPHS[task]
+        top = protocol["train_max"]
+        train = [make(k, c) for k in range(1, top + 1)
+                 for c in range(1, top + 1)]
+        in_range = grid(1, top, protocol["test_points"])
+        beyond = grid(1, protocol["test_max"], protocol["test_points"])
+        net = ExtrapolationNet(model, protocol["hidden"], protocol["layers"])
+        optimizer = torch.optim.AdamW(net.parameters(), lr=protocol["lr"],
+                                      weight_decay=protocol["weight_decay"])
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, protocol["epochs"])
+        loader = DataLoader(train, protocol["batch_size"], shuffle=True)
+
+        def predict(batch) -> Tensor:
+            return net(batch.x, batch.edge_index, batch.ptr[:-1])
+
+        def train_epoch(epoch: int) -> float:
+            net.train()
+            total = 0.0
+            for batch in loader:
+                loss = F.smooth_l1_loss(predict(batch), batch.y)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                total += float(loss.detach()) * batch.num_graphs
+            scheduler.step()
+            return total / len(train)
+
+        @torch.no_grad()
+        def errors(ks: List[int], cs: List[int]) -> np.ndarray:
+            """|prediction - c| on every (k, c) of the grid."""
+            net.eval()
+            out = np.zeros((len(ks), len(cs)))
+            for i, k in enumerate(ks):
+                for j, c in enumerate(cs):
+                    graph = make(k, c)
+                    pred = net(graph.x, graph.edge_index,
+                               torch.zeros(1, dtype=torch.long))
+                    out[i, j] = abs(float(pred) - c)
+            return out
+
+        def evaluate() -> Dict[str, float]:
+            error = float(errors(in_range, in_range).mean())
+            return {"valid": -error, "test": -error}
+
+        def final() -> Dict[str, Any]:
+            error = errors(beyond, beyond)
+            cs = np.array(beyond, dtype=float)
+            relative = error / cs[None, :]
+            inside = np.array(beyond) <= top
+            box = inside[:, None] & inside[None, :]
+            return {"mae_in_range": float(error[box].mean()),
+                    "mae_out_of_range": float(error[~box].mean()),
+                    "rel_err_out_of_range": float(relative[~box].mean()),
+                    "grid": beyond, "abs_error": error.tolist()}
+
+        return Run(net, optimizer, train_epoch, evaluate, scheduler, final)
+
+    def metrics(self, record: Dict[str, Any]) -> Dict[str, float]:
+        task = record["task"]
+        return {f"{task}_{name}": record["final"][name] for name in (
+            "mae_in_range", "mae_out_of_range", "rel_err_out_of_range")}
+
+    def figure(self, summary: Dict[str, Any], records: List[Dict],
+               path: Path) -> None:
+        """Heat maps of log10 relative error |pred - c| / c over (k, c),
+        mean over seeds; the box is the training range."""
+        import matplotlib.pyplot as plt
+        tasks = [t for t in GRAPHS if any(r["task"] == t for r in records)]
+        models = [m for m in AGGREGATIONS if m in summary["ours"]]
+        fig, axes = plt.subplots(len(tasks), len(models), squeeze=False,
+                                 figsize=(3.6 * len(models), 3.2 * len(tasks)))
+        top = summary["protocol"]["train_max"]
+        for row, task in zip(axes, tasks):
+            for ax, model in zip(row, models):
+                runs = [r["final"] for r in records
+                        if r["task"] == task and r["model"] == model]
+                if not runs:
+                    ax.axis("off")
+                    continue
+                ticks = np.array(runs[0]["grid"], dtype=float)
+                error = np.mean([r["abs_error"] for r in runs], 0)
+                image = ax.pcolormesh(
+                    np.arange(len(ticks) + 1), np.arange(len(ticks) + 1),
+                    np.log10(error / ticks[None, :] + 1e-6), vmin=-3, vmax=1,
+                    cmap="viridis")
+                inside = int((ticks <= top).sum())
+                ax.plot([0, inside, inside], [inside, inside, 0], "w--")
+                labels = [f"{int(t)}" for t in ticks]
+                ax.set_xticks(np.arange(len(ticks)) + 0.5, labels,
+                              rotation=90, fontsize=6)
+                ax.set_yticks(np.arange(len(ticks)) + 0.5, labels, fontsize=6)
+                ax.set(xlabel="c", ylabel="k",
+                       title=f"{task.upper()} {model} (n={len(runs)})")
+                fig.colorbar(image, ax=ax, label="log10 |pred-c|/c")
+        fig.tight_layout()
+        fig.savefig(path)

@@ -22,7 +22,7 @@ from .models import MODELS
 
 #: what the ``bench`` extra installs for the commands
 BENCH_MODULES = ("ogb", "rdkit", "networkx", "tqdm", "matplotlib", "numpy",
-                 "scipy")
+                 "scipy", "sklearn")
 
 
 def _parser() -> argparse.ArgumentParser:

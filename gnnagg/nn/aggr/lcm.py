@@ -92,8 +92,17 @@ class LCMAggregation(SegmentAggregation, pyg_aggr.LCMAggregation):
     def __init__(self, in_channels: int, out_channels: int,
                  project: bool = True,
                  operator: Union[str, Module] = "gru",
-                 checkpoint: Optional[bool] = None):
+                 checkpoint: Optional[bool] = None,
+                 associativity_samples: int = 0):
         Aggregation.__init__(self)
+        if isinstance(associativity_samples, bool) or not isinstance(
+                associativity_samples, int) or associativity_samples < 0:
+            raise ValueError(f"associativity_samples must be a non-negative "
+                             f"integer, got {associativity_samples!r}")
+        self.associativity_samples = associativity_samples
+        #: the associativity penalty of the last training call (a scalar
+        #: tensor), or ``None``
+        self.associativity_loss: Optional[Tensor] = None
         if in_channels != out_channels and not project:
             raise ValueError(f"Inputs of '{self.__class__.__name__}' must be "
                              f"projected if `in_channels != out_channels`")
@@ -133,6 +142,15 @@ class LCMAggregation(SegmentAggregation, pyg_aggr.LCMAggregation):
         both = self.gru_cell(torch.cat([a, b]), torch.cat([b, a]))
         return both.view(2, a.size(0), -1).mean(0)
 
+    def associativity_penalty(self, x: Tensor, samples: int) -> Tensor:
+        r"""Mean of :math:`\lVert (a \oplus b) \oplus c - a \oplus
+        (b \oplus c) \rVert^2` over ``samples`` triples of rows of ``x``
+        drawn uniformly (with replacement)."""
+        a, b, c = x[torch.randint(x.size(0), (3, samples), device=x.device)]
+        left = self.combine(self.combine(a, b), c)
+        right = self.combine(a, self.combine(b, c))
+        return (left - right).pow(2).sum(-1).mean()
+
     def forward(self, x: Tensor, index: Optional[Tensor] = None,
                 ptr: Optional[Tensor] = None, dim_size: Optional[int] = None,
                 dim: int = -2, max_num_elements: Optional[int] = None
@@ -147,6 +165,10 @@ class LCMAggregation(SegmentAggregation, pyg_aggr.LCMAggregation):
                              f"{self.in_channels}), got {tuple(x.shape)}")
         if self.lin is not None:
             x = self.lin(x).relu()
+        self.associativity_loss = None
+        if self.training and self.associativity_samples and x.size(0):
+            self.associativity_loss = self.associativity_penalty(
+                x, self.associativity_samples)
         checkpoint = (x.numel() > self.CHECKPOINT_ABOVE
                       if self.checkpoint is None else self.checkpoint)
         return segment_tree_reduce(
@@ -156,6 +178,9 @@ class LCMAggregation(SegmentAggregation, pyg_aggr.LCMAggregation):
     def __repr__(self) -> str:
         operator = ("" if self.operator is None else
                     f", operator={type(self.operator).__name__}")
+        if self.associativity_samples:
+            operator += (f", associativity_samples="
+                         f"{self.associativity_samples}")
         return (f"{self.__class__.__name__}({self.in_channels}, "
                 f"{self.out_channels}, project={self.project}{operator})")
 

@@ -1,3 +1,4 @@
+import gzip
 import os
 from pathlib import Path
 
@@ -15,6 +16,35 @@ needs_cora = pytest.mark.skipif(
     not (SHARED / "planetoid" / "ind.cora.x").is_file(),
     reason=f"needs the real Cora files in {SHARED / 'planetoid'} (set "
            "GNNAGG_SHARED_DATASETS to their parent folder)")
+
+
+SMILES = ["CCO", "c1ccccc1O", "CC(=O)Oc1ccccc1C(=O)O", "C1CCCCC1N",
+          "c1ccccc1CC", "CCN(CC)CC", "O=C(O)c1ccccc1", "C1CCOC1",
+          "c1ccncc1", "CC(C)O"] * 3
+
+
+@pytest.fixture(scope="session")
+def hiv_csv(tmp_path_factory):
+    """The shared HIV.csv.gz when present, else a small file of the same
+    columns."""
+    real = SHARED / "moleculenet" / "HIV.csv.gz"
+    if real.is_file():
+        return real
+    path = tmp_path_factory.mktemp("hiv") / "HIV.csv.gz"
+    with gzip.open(path, "wt") as out:
+        out.write("smiles,activity,HIV_active\n")
+        for i, s in enumerate(SMILES):
+            out.write(f"{s},CI,{i % 3 == 0:d}\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def molhiv_root(hiv_csv, tmp_path_factory):
+    from gnnagg.cli import main
+    root = tmp_path_factory.mktemp("ogb")
+    assert main(["prepare", "ogbg-molhiv", "--from", str(hiv_csv),
+                 "--root", str(root)]) == 0
+    return root
 
 
 @pytest.fixture(autouse=True)

@@ -1,6 +1,5 @@
 """The runners end to end: real data from ../shared/datasets when present,
 data built in the same on-disk layouts otherwise."""
-import gzip
 import json
 import os
 import subprocess
@@ -20,35 +19,7 @@ from gnnagg.cli import main
 from gnnagg.models import MODELS, build_model
 from gnnagg.nn.aggr import degree_histogram
 
-from conftest import SHARED, needs_cora
-
-
-SMILES = ["CCO", "c1ccccc1O", "CC(=O)Oc1ccccc1C(=O)O", "C1CCCCC1N",
-          "c1ccccc1CC", "CCN(CC)CC", "O=C(O)c1ccccc1", "C1CCOC1",
-          "c1ccncc1", "CC(C)O"] * 3
-
-
-@pytest.fixture(scope="module")
-def hiv_csv(tmp_path_factory):
-    """The shared HIV.csv.gz when present, else a small file of the same
-    columns."""
-    real = SHARED / "moleculenet" / "HIV.csv.gz"
-    if real.is_file():
-        return real
-    path = tmp_path_factory.mktemp("hiv") / "HIV.csv.gz"
-    with gzip.open(path, "wt") as out:
-        out.write("smiles,activity,HIV_active\n")
-        for i, s in enumerate(SMILES):
-            out.write(f"{s},CI,{i % 3 == 0:d}\n")
-    return path
-
-
-@pytest.fixture(scope="module")
-def molhiv_root(hiv_csv, tmp_path_factory):
-    root = tmp_path_factory.mktemp("ogb")
-    assert main(["prepare", "ogbg-molhiv", "--from", str(hiv_csv),
-                 "--root", str(root)]) == 0
-    return root
+from conftest import SHARED, SMILES, needs_cora
 
 
 def test_prepared_molhiv_loads_with_ogb_unchanged(molhiv_root, hiv_csv):

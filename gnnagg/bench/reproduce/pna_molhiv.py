@@ -132,7 +132,7 @@ class PNAMolhiv(Reproduction):
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
-                total += float(loss) * batch.num_graphs
+                total += float(loss.detach()) * batch.num_graphs
             return total / len(train_set)
 
         @torch.no_grad()

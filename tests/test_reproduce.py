@@ -1,0 +1,286 @@
+"""``gnnagg reproduce``: every protocol's quick run, resuming, and the
+protocol pieces against their definitions."""
+import json
+import math
+
+import networkx as nx
+import numpy as np
+import pytest
+import torch
+from torch_geometric.data import Batch
+from torch_geometric.utils import degree
+
+from gnnagg.bench.reproduce import (REPRODUCTIONS, Reproduction,
+                                    get_reproduction, reproduce)
+from gnnagg.bench.reproduce.base import Run
+from gnnagg.bench.reproduce.gatv2_lookup import LookupNet
+from gnnagg.bench.reproduce.lcm_second_min import second_minimum_sets
+from gnnagg.bench.reproduce.pna_molhiv import PNAMolhivNet
+from gnnagg.bench.reproduce.pna_multitask import PNAMultitask, size_batches
+from gnnagg.bench.reproduce.sum_extrapolation import (grid, svf_graph,
+                                                      ucf_graph)
+from gnnagg.bench.synthetic import _toggle_edges, pna_multitask_graphs
+from gnnagg.cli import main
+from gnnagg.nn.aggr import LCMAggregation, SumAggregation
+
+from conftest import SHARED, needs_cora
+
+
+def _options(name, molhiv_root):
+    if name == "pna-molhiv":
+        return {"root": str(molhiv_root)}
+    if name == "tangnn-cora":
+        return {"root": None, "raw_dir": str(SHARED / "planetoid")}
+    return {}
+
+
+@pytest.mark.parametrize("name", sorted(REPRODUCTIONS))
+def test_quick_run_writes_results_table_and_figure(name, tmp_path, request):
+    if name == "tangnn-cora":
+        request.applymarker(needs_cora)
+        if not (SHARED / "planetoid" / "ind.cora.x").is_file():
+            pytest.skip("needs the real Cora files")
+    options = _options(name, request.getfixturevalue("molhiv_root")
+                       if name == "pna-molhiv" else None)
+    if name == "tangnn-cora":
+        options["root"] = str(tmp_path / "Planetoid")
+    item = get_reproduction(name, **options)
+    summary = reproduce(item, tmp_path, quick=True)
+    folder = tmp_path / f"{name}-quick"
+    saved = json.loads((folder / "results.json").read_text())
+    assert saved == json.loads(json.dumps(summary))
+    assert set(saved) >= {"paper", "ours", "protocol", "epochs_run"}
+    assert saved["paper"] == json.loads(json.dumps(item.paper_results))
+    protocol = item.protocol(quick=True)
+    assert list(saved["ours"]) == protocol["models"]
+    for model, metrics in saved["ours"].items():
+        assert metrics, model
+        for metric, value in metrics.items():
+            assert set(value) == {"mean", "std", "n"}
+            assert value["n"] == len(protocol["tasks"]) or \
+                value["n"] == 1, (model, metric)
+            assert math.isfinite(value["mean"])
+            if "acc" in metric or "rocauc" in metric or "f1" in metric:
+                assert 0 <= value["mean"] <= 1, (model, metric)
+        assert saved["epochs_run"][model] == protocol["epochs"]
+    table = (folder / "results.md").read_text()
+    assert "| model | metric | paper | ours |" in table
+    for model in protocol["models"]:
+        assert f"| {model} |" in table
+    assert (folder / "figure.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # a second call finds every run done and trains nothing
+    before = (folder / "results.jsonl").read_text()
+    reproduce(item, tmp_path, quick=True)
+    assert (folder / "results.jsonl").read_text() == before
+
+
+class Line(Reproduction):
+    """A linear fit with a step LR schedule, to test the shared runner."""
+    name = "line"
+    paper = "none"
+    paper_results = {"fit": {"mse": 0.0}}
+    fail_at = None
+
+    def protocol(self, quick):
+        return {"models": ["fit"], "tasks": ["t"], "epochs": 6,
+                "patience": None}
+
+    def build(self, task, model, seed, protocol, cache):
+        net = torch.nn.Linear(3, 1)
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 2, 0.5)
+        x = torch.randn(32, 3)
+        y = x @ torch.tensor([[1.0], [-2.0], [0.5]])
+
+        def train_epoch(epoch):
+            if epoch == self.fail_at:
+                raise KeyboardInterrupt
+            noise = torch.randn(32, 1) * 0.01  # uses the checkpointed RNG
+            loss = ((net(x) - y - noise) ** 2).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            return float(loss)
+
+        def evaluate():
+            with torch.no_grad():
+                mse = float(((net(x) - y) ** 2).mean())
+            return {"valid": -mse, "test": -mse,
+                    "lr": optimizer.param_groups[0]["lr"]}
+
+        return Run(net, optimizer, train_epoch, evaluate, scheduler,
+                   final=lambda: {"weight0": float(net.weight[0, 0])})
+
+    def metrics(self, record):
+        return {"mse": -record["test"], **record["final"]}
+
+    def figure(self, summary, records, path):
+        import matplotlib.pyplot as plt
+        plt.figure().savefig(path)
+
+
+def test_a_stopped_run_resumes_exactly(tmp_path):
+    whole = reproduce(Line(), tmp_path / "whole", seeds=2)
+    stopped = Line()
+    stopped.fail_at = 4
+    with pytest.raises(KeyboardInterrupt):
+        reproduce(stopped, tmp_path / "stopped", seeds=2)
+    assert not (tmp_path / "stopped" / "line" / "results.jsonl").exists()
+    resumed = reproduce(Line(), tmp_path / "stopped", seeds=2)
+    assert resumed["ours"] == whole["ours"]
+    assert resumed["ours"]["fit"]["mse"]["n"] == 2
+    records = [json.loads(line) for line in
+               (tmp_path / "stopped" / "line" / "results.jsonl")
+               .read_text().splitlines()]
+    assert records[0]["resumed_from_epoch"] == 3
+    # the step schedule went on from the checkpoint: 0.1 halved every 2
+    lrs = [0.1 * 0.5 ** (epoch // 2) for epoch in range(1, 7)]
+    assert records[0]["best_scores"]["lr"] == pytest.approx(lrs[-1])
+
+
+def test_unknown_names_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown reproduction"):
+        get_reproduction("gat-lookup")
+    with pytest.raises(ValueError, match="unknown model"):
+        reproduce(Line(), tmp_path, models=["nope"])
+    with pytest.raises(ValueError, match="seeds"):
+        reproduce(Line(), tmp_path, seeds=0)
+
+
+def test_cli_lists_every_reproduction(capsys):
+    assert main(["reproduce", "--list"]) == 0
+    out = capsys.readouterr().out
+    for name in REPRODUCTIONS:
+        assert name in out
+    assert main(["reproduce", "nope", "--quick"]) == 2
+    assert "unknown reproduction" in capsys.readouterr().err
+
+
+# -- protocol pieces ---------------------------------------------------------
+
+def test_second_minimum_sets_label_the_second_smallest():
+    sets = second_minimum_sets(200, 4, 2, 6, seed=3)
+    power = torch.tensor([8, 4, 2, 1])
+    for data in sets:
+        values = sorted((data.x * power).sum(-1).tolist())
+        assert int((data.y[0] * power).sum()) == values[1]
+        assert 2 <= data.num_nodes <= 6
+    # small bit widths force repeated values: multiplicity counts
+    assert any(len(set((d.x * power).sum(-1).tolist())) < d.num_nodes
+               for d in sets)
+
+
+def test_ucf_and_svf_graphs():
+    star = ucf_graph(4, 7)
+    assert star.num_nodes == 5 and star.y.item() == 7
+    assert (star.edge_index[1] == 0).all()
+    assert star.x[1:].eq(7).all() and star.x[0].item() == 0
+    svf = svf_graph(3, 5)
+    assert svf.num_nodes == 1 + 3 + 5 and svf.y.item() == 5
+    in_degree = degree(svf.edge_index[1], svf.num_nodes)
+    assert in_degree[0] == 3 and in_degree[1:4].eq(5).all()
+    assert in_degree[4:].eq(0).all()
+    # one sum layer counts c at every middle; a mean of those gives c
+    counts = SumAggregation()(svf.x[svf.edge_index[0]], svf.edge_index[1],
+                              dim_size=svf.num_nodes)
+    assert counts[1:4].eq(5).all()
+    assert grid(1, 1000, 4) == [1, 10, 100, 1000]
+    assert grid(1, 5, 10) == [1, 2, 3, 4, 5]
+
+
+def test_pna_multitask_graphs_have_their_sizes_and_no_isolated_node():
+    graphs = pna_multitask_graphs([15, 20], 30, seed=1)
+    assert [g.num_nodes for g in graphs] == [15] * 30 + [20] * 30
+    for g in graphs:
+        assert degree(g.edge_index[1], g.num_nodes).min() >= 1
+        assert g.y_node.shape == (g.num_nodes, 3)
+
+
+def test_toggling_flips_pairs_and_leaves_no_isolated_node():
+    g = nx.complete_graph(6)  # no removal can isolate a node
+    g.add_node(6)  # isolated
+    before = {frozenset(e) for e in g.edges}
+    _toggle_edges(g, 1, np.random.default_rng(0))
+    after = {frozenset(e) for e in g.edges}
+    assert all(d > 0 for _, d in g.degree)
+    changed = before ^ after
+    assert 1 <= len(changed) <= 2  # one flip, plus the isolated node's edge
+
+
+def test_multitask_labels_are_divided_by_their_training_maximum(tmp_path):
+    item = PNAMultitask()
+    protocol = item.protocol(quick=True)
+    splits = item.data(protocol, tmp_path)
+    node = torch.cat([g.y_node for g in splits["train"]]).abs().amax(0)
+    graph = torch.cat([g.y_graph for g in splits["train"]]).abs().amax(0)
+    assert torch.allclose(node, torch.ones(3))
+    assert torch.allclose(graph[1:], torch.ones(2))  # diameter, radius
+    batches = size_batches(splits["train"], 5, shuffle=True)
+    assert all(len(set(b.to_data_list()[i].num_nodes
+                       for i in range(b.num_graphs))) == 1 for b in batches)
+    assert sum(b.num_graphs for b in batches) == len(splits["train"])
+
+
+def test_lookup_layers_follow_the_paper():
+    v2 = LookupNet(5, "gatv2", 1).conv
+    assert v2.share_weights and v2.bias is None and not v2.add_self_loops
+    assert LookupNet(5, "gat", 8).conv.add_self_loops
+    assert LookupNet(5, "gat", 8).conv.heads == 8
+
+
+def test_pna_molhiv_net_matches_the_paper_and_pyg():
+    from ogb.utils.features import get_atom_feature_dims
+    deg = torch.tensor([0, 10, 20, 5, 1])
+    ours, theirs = (PNAMolhivNet(deg, backend=b) for b in ("gnnagg", "pyg"))
+    # the paper's 326,081 with OGB's atom vocabulary of the time (173 rows)
+    extra_rows = sum(get_atom_feature_dims()) - 173
+    assert sum(p.numel() for p in ours.parameters()) == 326_081 + \
+        80 * extra_rows
+    theirs.load_state_dict(ours.state_dict())
+    graphs = [pna_graph(n, seed) for seed, n in enumerate([5, 9, 3])]
+    batch = Batch.from_data_list(graphs)
+    ours.eval(), theirs.eval()
+    a = ours(batch.x, batch.edge_index, batch.batch)
+    b = theirs(batch.x, batch.edge_index, batch.batch)
+    assert torch.allclose(a, b, atol=1e-5)
+    a.sum().backward(), b.sum().backward()
+    for (name, p), q in zip(ours.named_parameters(), theirs.parameters()):
+        assert torch.allclose(p.grad, q.grad, atol=1e-4), name
+
+
+def pna_graph(n, seed):
+    from torch_geometric.data import Data
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 2, (n, 9), generator=gen)
+    edges = torch.randint(0, n, (2, 2 * n), generator=gen)
+    return Data(x=x, edge_index=torch.cat([edges, edges.flip(0)], 1),
+                num_nodes=n)
+
+
+def test_associativity_penalty():
+    class Add(torch.nn.Module):
+        def forward(self, a, b):
+            return a + b
+
+    x = torch.randn(20, 4)
+    index = torch.arange(20) // 5
+    exact = LCMAggregation(4, 4, project=False, operator=Add(),
+                           associativity_samples=16)
+    exact(x, index)
+    assert exact.associativity_loss.item() == pytest.approx(0, abs=1e-5)
+    learned = LCMAggregation(4, 4, associativity_samples=16)
+    learned(x, index)
+    penalty = learned.associativity_loss
+    assert penalty.item() > 0
+    penalty.backward()
+    assert learned.gru_cell.weight_ih.grad.abs().sum() > 0
+    learned.eval()
+    learned(x, index)
+    assert learned.associativity_loss is None
+    assert LCMAggregation(4, 4).associativity_loss is None
+    assert "associativity_samples=16" in repr(exact)
+    assert repr(LCMAggregation(4, 4)) == \
+        "LCMAggregation(4, 4, project=True)"
+    with pytest.raises(ValueError, match="associativity_samples"):
+        LCMAggregation(4, 4, associativity_samples=-1)

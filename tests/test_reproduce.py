@@ -64,6 +64,9 @@ def test_quick_run_writes_results_table_and_figure(name, tmp_path, request):
                 assert 0 <= value["mean"] <= 1, (model, metric)
         assert saved["epochs_run"][model] == protocol["epochs"]
     table = (folder / "results.md").read_text()
+    paper_line, ours_line = item.headline(summary)
+    assert saved["headline"] == {"paper": paper_line, "ours": ours_line}
+    assert f"- ours: {ours_line}" in table
     assert "| model | metric | paper | ours |" in table
     for model in protocol["models"]:
         assert f"| {model} |" in table
@@ -118,6 +121,9 @@ class Line(Reproduction):
     def figure(self, summary, records, path):
         import matplotlib.pyplot as plt
         plt.figure().savefig(path)
+
+    def headline(self, summary):
+        return "0", str(summary["ours"]["fit"]["mse"]["mean"])
 
 
 def test_a_stopped_run_resumes_exactly(tmp_path):

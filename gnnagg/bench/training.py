@@ -40,12 +40,15 @@ def fit(train_epoch: Callable[[int], float],
     validation score or a lower validation loss (the GAT paper's rule).
     With ``checkpoint``, the state is saved after every epoch and a run
     with a saved state continues after its last finished epoch (reported
-    as ``resumed_from_epoch``, 0 for a fresh run).
+    as ``resumed_from_epoch``, 0 for a fresh run). ``time_per_epoch_s``
+    times training alone, ``wall_seconds`` every epoch with its evaluation,
+    over all sessions of a resumed run.
     """
     check_positive(epochs=epochs, patience=patience)
     state = {"epoch": 0, "curve": {"train_loss": [], "valid": [], "test": []},
              "best": None, "best_key": None, "best_valid": -float("inf"),
-             "best_loss": float("inf"), "waited": 0, "seconds": 0.0}
+             "best_loss": float("inf"), "waited": 0, "seconds": 0.0,
+             "wall_seconds": 0.0}
     if checkpoint is not None:
         state = checkpoint.load() or state
     resumed_from_epoch = state["epoch"]
@@ -59,6 +62,8 @@ def fit(train_epoch: Callable[[int], float],
         loss = train_epoch(epoch)
         state["seconds"] += time.perf_counter() - start
         scores = evaluate()
+        state["wall_seconds"] = state.get("wall_seconds", 0.0) + \
+            time.perf_counter() - start
         curve["train_loss"].append(float(loss))
         curve["valid"].append(scores["valid"])
         curve["test"].append(scores["test"])
@@ -79,6 +84,7 @@ def fit(train_epoch: Callable[[int], float],
     return {"valid": best["valid"], "test": best["test"],
             "best_epoch": best["epoch"], "epochs": done, "best_scores": best,
             "time_per_epoch_s": state["seconds"] / max(done, 1),
+            "wall_seconds": state.get("wall_seconds", 0.0),
             "resumed_from_epoch": resumed_from_epoch, "curve": curve}
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import statistics
 from pathlib import Path
-from typing import Any, Callable, Dict, List, NamedTuple, Optional
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 from tqdm.auto import tqdm
@@ -68,6 +68,24 @@ class Reproduction:
                path: Path) -> None:
         raise NotImplementedError
 
+    def headline(self, summary: Dict[str, Any]) -> Tuple[str, str]:
+        """The paper's headline result and ours, one line each (the
+        README's table)."""
+        raise NotImplementedError
+
+
+def ours_text(summary: Dict[str, Any], model: str, metric: str,
+              scale: float = 1.0) -> str:
+    """``mean +- std`` of one of our metrics (times ``scale``), or ``—``
+    before it has a run."""
+    value = summary["ours"].get(model, {}).get(metric)
+    if value is None:
+        return "—"
+    text = f"{scale * value['mean']:.3g}"
+    if value["n"] > 1:
+        text += f" ± {scale * value['std']:.2g}"
+    return text
+
 
 def _portable(value: Any) -> Any:
     """``value`` as JSON gives it back (tuples become lists), so a stored
@@ -78,10 +96,12 @@ def _portable(value: Any) -> Any:
 def summarise(reproduction: Reproduction, protocol: Dict,
               records: List[Dict]) -> Dict[str, Any]:
     """``{"paper", "ours": {model: {metric: {mean, std, n}}}, "protocol",
-    "epochs_run": {model: mean epochs}, "seconds_per_epoch": {...}}``."""
+    "epochs_run": {model: mean epochs}, "seconds_per_epoch": {...},
+    "hours": training and evaluation time of all runs, "runs"}``."""
     values: Dict[str, Dict[str, List[float]]] = {}
     epochs: Dict[str, List[int]] = {}
     seconds: Dict[str, List[float]] = {}
+    hours = 0.0
     for record in records:
         per_model = values.setdefault(record["model"], {})
         for metric, value in reproduction.metrics(record).items():
@@ -89,6 +109,7 @@ def summarise(reproduction: Reproduction, protocol: Dict,
         epochs.setdefault(record["model"], []).append(record["epochs"])
         seconds.setdefault(record["model"], []).append(
             record["time_per_epoch_s"])
+        hours += record.get("wall_seconds", 0.0) / 3600
     ours = {model: {metric: {
         "mean": statistics.mean(v),
         "std": statistics.stdev(v) if len(v) > 1 else 0.0, "n": len(v)}
@@ -98,7 +119,8 @@ def summarise(reproduction: Reproduction, protocol: Dict,
             "protocol": protocol,
             "epochs_run": {m: statistics.mean(e) for m, e in epochs.items()},
             "seconds_per_epoch": {m: statistics.mean(s)
-                                  for m, s in seconds.items()}}
+                                  for m, s in seconds.items()},
+            "hours": hours, "runs": len(records)}
 
 
 def _number(value: float) -> str:
@@ -124,6 +146,8 @@ def markdown_table(summary: Dict[str, Any]) -> str:
     """One row per (model, metric): the paper's value beside ours."""
     paper, ours = summary["paper"], summary["ours"]
     lines = [f"# {summary['name']}", "", summary["paper_reference"], "",
+             f"- paper: {summary['headline']['paper']}",
+             f"- ours: {summary['headline']['ours']}", "",
              "| model | metric | paper | ours |", "|---|---|---|---|"]
     for model in list(dict.fromkeys(list(paper) + list(ours))):
         metrics = list(dict.fromkeys(list(paper.get(model, {})) +
@@ -133,7 +157,8 @@ def markdown_table(summary: Dict[str, Any]) -> str:
                          f"{_cell(paper.get(model, {}).get(metric))} | "
                          f"{_cell(ours.get(model, {}).get(metric))} |")
     seconds = summary["seconds_per_epoch"]
-    lines += ["", "Epochs run (mean over runs) and seconds per training "
+    lines += ["", f"{summary['runs']} runs, {summary['hours']:.2f} hours of "
+              f"training and evaluation.", "", "Epochs run (mean over runs) and seconds per training "
               "epoch:", ""] + [
         f"- {model}: {summary['epochs_run'][model]:.0f} epochs, "
         f"{seconds[model]:.2f} s/epoch" for model in seconds]
@@ -193,6 +218,8 @@ def write_summary(reproduction: Reproduction, protocol: Dict,
     ``protocol`` in ``store``."""
     records = [r for r in store.records() if r.get("config") == protocol]
     summary = summarise(reproduction, protocol, records)
+    summary["headline"] = dict(zip(("paper", "ours"),
+                                   reproduction.headline(summary)))
     atomic_write(store.out_dir / "results.json",
                  json.dumps(summary, indent=1))
     atomic_write(store.out_dir / "results.md", markdown_table(summary))

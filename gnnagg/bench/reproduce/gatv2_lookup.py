@@ -4,7 +4,7 @@ query, dynamic attention (GATv2) can."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -13,7 +13,7 @@ from torch_geometric.loader import DataLoader
 
 from ...nn import GATConv, GATv2Conv
 from ..synthetic import dictionary_lookup
-from .base import Reproduction, Run
+from .base import Reproduction, Run, ours_text
 
 #: model name -> (layer, heads)
 MODELS = {"gatv2-1h": ("gatv2", 1), "gat-1h": ("gat", 1),
@@ -136,3 +136,16 @@ class DictionaryLookup(Reproduction):
         ax.legend(fontsize="small", ncol=2)
         fig.tight_layout()
         fig.savefig(path)
+
+    def headline(self, summary: Dict[str, Any]) -> Tuple[str, str]:
+        ks = summary["protocol"]["tasks"]
+        low, high = ks[0], ks[-1]
+        return ("GATv2 1h: 100% train and test (k ≤ 100); GAT 1h train: 85% "
+                "(k=4) to 11% (k=20); GAT 8h: 100% train, 29-87% test",
+                f"GATv2 1h test: {ours_text(summary, 'gatv2-1h', f'test_acc_k{low}', 100)}% "
+                f"(k={low}), {ours_text(summary, 'gatv2-1h', f'test_acc_k{high}', 100)}% "
+                f"(k={high}); GAT 1h train: "
+                f"{ours_text(summary, 'gat-1h', f'train_acc_k{low}', 100)}% (k={low}), "
+                f"{ours_text(summary, 'gat-1h', f'train_acc_k{high}', 100)}% (k={high}); "
+                f"GAT 8h test: {ours_text(summary, 'gat-8h', f'test_acc_k{high}', 100)}% "
+                f"(k={high})")

@@ -5,7 +5,7 @@ tested on sets of 32-1,024."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -14,7 +14,7 @@ from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 
 from ..results import cached
-from .base import Reproduction, Run
+from .base import Reproduction, Run, ours_text
 
 
 def second_minimum_sets(count: int, bits: int, min_size: int, max_size: int,
@@ -178,3 +178,11 @@ class SecondMinimum(Reproduction):
         ax.legend(fontsize="small")
         fig.tight_layout()
         fig.savefig(path)
+
+    def headline(self, summary: Dict[str, Any]) -> Tuple[str, str]:
+        top = summary["protocol"]["test_sizes"][-1]
+        return ("PyG's LCM: about 95% exact match at size 32",
+                "at size 32 / " + str(top) + ": " + ", ".join(
+                    f"{m} {ours_text(summary, m, 'valid_acc', 100)}% / "
+                    f"{ours_text(summary, m, f'acc_size{top}', 100)}%"
+                    for m in ("lcm", "lcm-assoc", "lcm-pyg", "gru")))

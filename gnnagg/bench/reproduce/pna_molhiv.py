@@ -4,14 +4,14 @@ best validation ROC-AUC)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.nn import SimpleConv, global_mean_pool
 
-from .base import Reproduction, Run
+from .base import Reproduction, Run, ours_text
 
 AGGREGATORS = ["mean", "min", "max", "std"]
 SCALERS = ["identity", "amplification", "attenuation"]
@@ -177,3 +177,9 @@ class PNAMolhiv(Reproduction):
         ax.legend(fontsize="small")
         fig.tight_layout()
         fig.savefig(path)
+
+    def headline(self, summary: Dict[str, Any]) -> Tuple[str, str]:
+        n = summary["ours"].get("pna", {}).get("test_rocauc", {}).get("n", 0)
+        return ("test ROC-AUC 79.05 ± 1.32",
+                f"{ours_text(summary, 'pna', 'test_rocauc', 100)} "
+                f"({n} seeds)")

@@ -7,7 +7,7 @@ import math
 import random
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +20,7 @@ from ...nn import GATConv, PNAConv
 from ...nn.aggr import degree_histogram
 from ..results import cached
 from ..synthetic import GRAPH_TASKS, NODE_TASKS, pna_multitask_graphs
-from .base import Reproduction, Run
+from .base import Reproduction, Run, ours_text
 
 #: model -> PNAConv (aggregators, scalers); others are GAT, GCN, GIN
 PNA_VARIANTS = {
@@ -228,3 +228,10 @@ class PNAMultitask(Reproduction):
         right.legend(fontsize="small")
         fig.tight_layout()
         fig.savefig(path)
+
+    def headline(self, summary: Dict[str, Any]) -> Tuple[str, str]:
+        models = ("pna", "mpnn-sum", "gat", "gin")
+        return ("average log10 MSE: " + ", ".join(
+            f"{m} {self.paper_results[m]['avg_log10_mse']}" for m in models),
+            ", ".join(f"{m} {ours_text(summary, m, 'avg_log10_mse')}"
+                      for m in models))

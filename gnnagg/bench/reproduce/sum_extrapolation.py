@@ -5,7 +5,7 @@ or sum and mean together (SVF) extrapolate."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 import torch
@@ -16,7 +16,7 @@ from torch_geometric.loader import DataLoader
 from torch_geometric.nn import SimpleConv
 
 from ...nn.aggr import MeanAggregation, MultiAggregation, SumAggregation
-from .base import Reproduction, Run
+from .base import Reproduction, Run, ours_text
 
 AGGREGATIONS = {"sum": SumAggregation, "mean": MeanAggregation,
                 "sum+mean": lambda: MultiAggregation(["sum", "mean"])}
@@ -203,3 +203,11 @@ class SumExtrapolation(Reproduction):
                 fig.colorbar(image, ax=ax, label="log10 |pred-c|/c")
         fig.tight_layout()
         fig.savefig(path)
+
+    def headline(self, summary: Dict[str, Any]) -> Tuple[str, str]:
+        return ("sum's error outside the training range far beyond mean's "
+                "and sum+mean's",
+                "relative error outside [1,100]²: " + "; ".join(
+                    f"{task.upper()} " + ", ".join(
+                        f"{m} {ours_text(summary, m, f'{task}_rel_err_out_of_range')}"
+                        for m in AGGREGATIONS) for task in GRAPHS))

@@ -4,12 +4,12 @@ table is not available here)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
-from .base import Reproduction, Run
+from .base import Reproduction, Run, ours_text
 
 
 def build_net(model: str, in_channels: int, out_channels: int,
@@ -128,3 +128,10 @@ class TANGNNCora(Reproduction):
         ax.legend()
         fig.tight_layout()
         fig.savefig(path)
+
+    def headline(self, summary: Dict[str, Any]) -> Tuple[str, str]:
+        return ("not available here",
+                "macro ROC-AUC / weighted F1: " + ", ".join(
+                    f"{m} {ours_text(summary, m, 'test_rocauc', 100)} / "
+                    f"{ours_text(summary, m, 'test_f1_weighted', 100)}"
+                    for m in ("tangnn", "tangnn_lc", "gat", "sage")))

@@ -1,0 +1,41 @@
+"""Copy each reproduction's results (``results/reproduce/NAME/``) into
+``benchmarks/results/NAME.{json,md,png}`` and print the README's table.
+
+    python benchmarks/collect_reproductions.py [--out results/reproduce]
+"""
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+from gnnagg.bench.reproduce import REPRODUCTIONS
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="results/reproduce")
+    args = parser.parse_args()
+    RESULTS.mkdir(exist_ok=True)
+    rows = ["| reproduction | paper | ours | runs, hours | command |",
+            "|---|---|---|---|---|"]
+    for name in REPRODUCTIONS:
+        folder = Path(args.out) / name
+        if not (folder / "results.json").is_file():
+            continue
+        for source, suffix in (("results.json", "json"), ("results.md", "md"),
+                               ("figure.png", "png")):
+            if (folder / source).is_file():
+                shutil.copyfile(folder / source, RESULTS / f"{name}.{suffix}")
+        summary = json.loads((folder / "results.json").read_text())
+        rows.append(
+            f"| [{name}](benchmarks/results/{name}.md) | "
+            f"{summary['headline']['paper']} | {summary['headline']['ours']} "
+            f"| {summary['runs']}, {summary['hours']:.1f} | "
+            f"`gnnagg reproduce {name}` |")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()

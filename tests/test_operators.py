@@ -48,6 +48,13 @@ def operator_calls():
     calls.append(("weighted_aggregate", OPS.weighted_aggregate,
                   (leaf(E, 2), leaf(N, 2, 3), csr.rowptr, csr.col, csr.row,
                    rowptr_t, col_t, slot_t, N)))
+    keep = OPS.segment_topm(torch.randn(E, 2), csr.rowptr, 2)
+    calls.append(("message_attention", OPS.message_attention,
+                  (leaf(E, 3), leaf(2, 3), leaf(2), keep, csr.rowptr,
+                   csr.row)))
+    calls.append(("message_attention-all-kept", OPS.message_attention,
+                  (leaf(E, 3), leaf(1, 3), leaf(1), None, csr.rowptr,
+                   csr.row)))
     calls.append(("gatv2_score", OPS.gatv2_score,
                   (leaf(N, 2, 3), leaf(N, 2, 3), leaf(2, 3), csr.col,
                    csr.row, leaf(E, 4), leaf(6, 4), 0.2)))
@@ -65,6 +72,13 @@ def operator_calls():
                   (torch.randn(N, 2, 3, **plain), torch.randn(E, 2, **plain),
                    torch.randn(N, 2, 3, **plain), csr.rowptr, csr.col,
                    csr.row, rowptr_t, col_t, slot_t, True, True)))
+    probabilities = torch.rand(E, 2, **plain)
+    calls.append(("message_attention_backward",
+                  OPS.message_attention_backward,
+                  (torch.randn(N, 2, 3, **plain), torch.randn(E, 3, **plain),
+                   torch.randn(2, 3, **plain), torch.randn(2, **plain),
+                   probabilities, torch.randn(E, 2, **plain),
+                   torch.rand(E, 1, **plain) + 0.5, csr.rowptr, csr.row)))
     calls.append(("segment_topm", OPS.segment_topm,
                   (torch.randn(E, 2), csr.rowptr, 2)))
     return calls

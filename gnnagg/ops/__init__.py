@@ -9,6 +9,7 @@ from .statistics import (message_stats, neighbour_stats, segment_stats,
                          shift_stats)
 from .sampling import SampledSubgraph, sample_neighbors
 from .library import generic_forced, use_generic
+from .message_attention import message_attention
 from .segment import (gather_reduce, message_counts, reduce_messages,
                       segment_max, segment_min, segment_reduce)
 from .segment_tree import segment_tree_reduce
@@ -25,5 +26,5 @@ __all__ = [
     "segment_stats", "neighbour_stats", "shift_stats", "segment_softmax",
     "message_softmax",
     "segment_tree_reduce", "segment_topm", "weighted_aggregate",
-    "gatv2_score", "sample_neighbors", "SampledSubgraph", "permute_rows",
+    "gatv2_score", "message_attention", "sample_neighbors", "SampledSubgraph", "permute_rows",
 ]

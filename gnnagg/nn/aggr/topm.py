@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn import Parameter
 
-from ...ops import CSRGraph, segment_reduce, segment_softmax, segment_topm
+from ...ops import CSRGraph, message_attention, segment_topm
 from .base import SegmentAggregation
 
 
@@ -23,7 +23,10 @@ class TopMAttentionAggregation(SegmentAggregation):
         \exp(t_h s_{k,h})} \mathbf{x}_j
 
     (:func:`gnnagg.ops.segment_topm` selects, no padding to the largest
-    neighbourhood). Gradients reach :math:`\mathbf{a}_h`, :math:`t_h` and the
+    neighbourhood; :func:`gnnagg.ops.message_attention` scores, weighs and
+    sums in one operator, so no ``E x heads x F`` tensor is formed forward
+    or backward, and backward allocates one ``E x F`` tensor, the messages'
+    gradient). Gradients reach :math:`\mathbf{a}_h`, :math:`t_h` and the
     kept messages. With ``m`` at least the largest degree it is softmax
     attention over all neighbours. Heads are averaged (``concat=False``) or
     concatenated. Nodes without messages get 0.
@@ -59,19 +62,24 @@ class TopMAttentionAggregation(SegmentAggregation):
 
     def scores(self, x: Tensor) -> Tensor:
         """Cosine similarity of every message to every head's auxiliary
-        vector, ``(E, H)``."""
-        return F.normalize(x, dim=-1) @ F.normalize(self.aux, dim=-1).t()
+        vector, ``(E, H)``: the products divided by the message norms (as
+        ``F.normalize``, norms below 1e-12 count as 1e-12), with no
+        normalised copy of the messages."""
+        dots = x @ F.normalize(self.aux, dim=-1).t()
+        return dots / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
     def reduce_segments(self, x: Tensor, csr: CSRGraph) -> Tensor:
         if x.dim() != 2 or x.size(1) != self.in_channels:
             raise ValueError(f"expected messages of shape (E, "
                              f"{self.in_channels}), got {tuple(x.shape)}")
-        scores = self.scores(x)
-        keep = segment_topm(scores.detach(), csr.rowptr, self.m)
-        logits = (scores * self.t).masked_fill(~keep, float("-inf"))
-        alpha = segment_softmax(logits, csr.rowptr, csr.row)
-        out = segment_reduce(alpha.unsqueeze(-1) * x.unsqueeze(1),
-                             csr.rowptr, "sum")
+        keep = None
+        # with no neighbourhood longer than m every message is kept (a host
+        # sync: not while compiling)
+        if torch.compiler.is_compiling() or csr.max_degree > self.m:
+            with torch.no_grad():
+                keep = segment_topm(self.scores(x), csr.rowptr, self.m)
+        out = message_attention(x, F.normalize(self.aux, dim=-1), self.t,
+                                csr.rowptr, csr.row, keep)
         return out.flatten(1) if self.concat else out.mean(1)
 
     def __repr__(self) -> str:

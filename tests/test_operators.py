@@ -49,12 +49,16 @@ def operator_calls():
                   (leaf(E, 2), leaf(N, 2, 3), csr.rowptr, csr.col, csr.row,
                    rowptr_t, col_t, slot_t, N)))
     keep = OPS.segment_topm(torch.randn(E, 2), csr.rowptr, 2)
+    slots, shuffled = torch.arange(E), torch.randperm(E)
     calls.append(("message_attention", OPS.message_attention,
                   (leaf(E, 3), leaf(2, 3), leaf(2), keep, csr.rowptr,
-                   csr.row)))
+                   csr.row, slots)))
+    calls.append(("message_attention-unsorted", OPS.message_attention,
+                  (leaf(E, 3), leaf(2, 3), leaf(2), keep, csr.rowptr,
+                   csr.row, shuffled)))
     calls.append(("message_attention-all-kept", OPS.message_attention,
                   (leaf(E, 3), leaf(1, 3), leaf(1), None, csr.rowptr,
-                   csr.row)))
+                   csr.row, slots)))
     calls.append(("gatv2_score", OPS.gatv2_score,
                   (leaf(N, 2, 3), leaf(N, 2, 3), leaf(2, 3), csr.col,
                    csr.row, leaf(E, 4), leaf(6, 4), 0.2)))
@@ -78,7 +82,8 @@ def operator_calls():
                   (torch.randn(N, 2, 3, **plain), torch.randn(E, 3, **plain),
                    torch.randn(2, 3, **plain), torch.randn(2, **plain),
                    probabilities, torch.randn(E, 2, **plain),
-                   torch.rand(E, 1, **plain) + 0.5, csr.rowptr, csr.row)))
+                   torch.rand(E, 1, **plain) + 0.5, csr.rowptr, csr.row,
+                   shuffled)))
     calls.append(("segment_topm", OPS.segment_topm,
                   (torch.randn(E, 2), csr.rowptr, 2)))
     return calls

@@ -181,3 +181,22 @@ def test_tangnn_model_node_graph_and_link_tasks(lc):
     z = model.encode(train.x, train.edge_index)
     assert model.decode(z, train.edge_label_index).shape == \
         train.edge_label.shape
+
+
+def test_unsorted_messages_are_read_in_place_with_equal_results():
+    gen = torch.Generator().manual_seed(4)
+    index = torch.randint(0, 30, (400,), generator=gen)
+    x = torch.randn(400, 6, dtype=torch.double, generator=gen,
+                    requires_grad=True)
+    aggr = TopMAttentionAggregation(6, m=3, heads=2).double()
+    out = aggr(x, index, dim_size=30)  # unsorted: read in place
+    csr = csr_from_index(index, 30, None, num_messages=400)
+    sorted_out = aggr.reduce_segments(x.index_select(0, csr.perm), csr)
+    torch.testing.assert_close(out, sorted_out)
+    grad = torch.randn_like(out)
+    got = torch.autograd.grad(out, [x, aggr.aux, aggr.t], grad)
+    want = torch.autograd.grad(sorted_out, [x, aggr.aux, aggr.t], grad)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
+    assert torch.autograd.gradcheck(
+        lambda v: aggr(v, index, dim_size=30), (x,))

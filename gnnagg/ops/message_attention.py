@@ -65,32 +65,32 @@ def _scores(x: Tensor, aux: Tensor) -> List[Tensor]:
 
 @torch.library.custom_op("gnnagg::message_attention", mutates_args=())
 def _message_attention(x: Tensor, aux: Tensor, t: Tensor,
-                       keep: Optional[Tensor], rowptr: Tensor, row: Tensor
-                       ) -> List[Tensor]:
+                       keep: Optional[Tensor], rowptr: Tensor, row: Tensor,
+                       col: Tensor) -> List[Tensor]:
     num_dst, heads = rowptr.numel() - 1, aux.size(0)
-    scores, norms = _scores(x, aux)
-    logits = scores * t
+    scores, norms = _scores(x, aux)  # in the messages' order
+    logits = scores.index_select(0, col).mul_(t)  # in slot order
     if keep is not None:
         logits.masked_fill_(~keep, float("-inf"))
     alpha = (_softmax(logits, row, rowptr, num_dst) if x.size(0)
              else logits.clone())
     out = x.new_zeros(num_dst, heads, x.size(1))
     if _sparse_ok(x):
-        slots = torch.arange(x.size(0), device=x.device)
         for h in range(heads):
-            adj = torch.sparse_csr_tensor(rowptr, slots,
+            adj = torch.sparse_csr_tensor(rowptr, col,
                                           alpha[:, h].contiguous(),
                                           (num_dst, x.size(0)),
                                           check_invariants=False)
             out[:, h] = adj @ x
     else:
+        rows = x.index_select(0, col)
         for h in range(heads):
-            out[:, h].index_add_(0, row, alpha[:, h, None] * x)
+            out[:, h].index_add_(0, row, alpha[:, h, None] * rows)
     return [out, alpha, scores, norms]
 
 
 @_message_attention.register_fake
-def _fake(x, aux, t, keep, rowptr, row):
+def _fake(x, aux, t, keep, rowptr, row, col):
     num_dst, heads = rowptr.numel() - 1, aux.size(0)
     return [x.new_empty(num_dst, heads, x.size(1)),
             x.new_empty(x.size(0), heads), x.new_empty(x.size(0), heads),
@@ -101,26 +101,32 @@ def _fake(x, aux, t, keep, rowptr, row):
                          mutates_args=())
 def _message_attention_backward(grad_out: Tensor, x: Tensor, aux: Tensor,
                                 t: Tensor, alpha: Tensor, scores: Tensor,
-                                norms: Tensor, rowptr: Tensor, row: Tensor
-                                ) -> List[Tensor]:
-    """``[grad_x, grad_aux, grad_t]``."""
+                                norms: Tensor, rowptr: Tensor, row: Tensor,
+                                col: Tensor) -> List[Tensor]:
+    """``[grad_x, grad_aux, grad_t]``. The ``E x F`` work runs in the
+    messages' order (``x``'s), the softmax's in slot order."""
     num_dst, heads = rowptr.numel() - 1, aux.size(0)
+    position = torch.empty_like(col)  # the slot of every message
+    position[col] = torch.arange(col.numel(), device=col.device)
+    destination = row.index_select(0, position)
+    weights = alpha.index_select(0, position)
     # per head: the output gradients gathered to the messages give both
     # d L / d alpha (row dot products) and the weighted-sum part of d L / d x
-    grad_alpha = alpha.new_empty(alpha.shape)
-    grad_x = grad_out[:, 0].index_select(0, row)
-    grad_alpha[:, 0] = _row_dots(grad_x, x)
-    grad_x.mul_(alpha[:, :1])
+    grad_weights = weights.new_empty(weights.shape)
+    grad_x = grad_out[:, 0].index_select(0, destination)
+    grad_weights[:, 0] = _row_dots(grad_x, x)
+    grad_x.mul_(weights[:, :1])
     for h in range(1, heads):
-        gathered = grad_out[:, h].index_select(0, row)
-        grad_alpha[:, h] = _row_dots(gathered, x)
-        grad_x.addcmul_(gathered, alpha[:, h:h + 1])
-    # through the softmax to the logits, then to t and the scores
-    weighted = grad_alpha.mul_(alpha)
+        gathered = grad_out[:, h].index_select(0, destination)
+        grad_weights[:, h] = _row_dots(gathered, x)
+        grad_x.addcmul_(gathered, weights[:, h:h + 1])
+    # through the softmax (slot order) to the logits, t and the scores
+    weighted = grad_weights.index_select(0, col).mul_(alpha)
     total = reduce_messages(weighted, row, num_dst, "sum", rowptr)
     grad_logits = weighted.sub_(alpha * total.index_select(0, row))
-    grad_t = (grad_logits * scores).sum(0)
-    grad_scores = grad_logits.mul_(t).div_(norms)  # delta / ||x||
+    grad_t = (grad_logits * scores.index_select(0, col)).sum(0)
+    # delta / ||x||, back in the messages' order
+    grad_scores = grad_logits.mul_(t).index_select(0, position).div_(norms)
     grad_aux = grad_scores.t() @ x
     # the scores' part of d L / d x, in place
     grad_x.addmm_(grad_scores, aux)
@@ -130,15 +136,16 @@ def _message_attention_backward(grad_out: Tensor, x: Tensor, aux: Tensor,
 
 
 @_message_attention_backward.register_fake
-def _backward_fake(grad_out, x, aux, t, alpha, scores, norms, rowptr, row):
+def _backward_fake(grad_out, x, aux, t, alpha, scores, norms, rowptr, row,
+                   col):
     return [torch.empty_like(x), torch.empty_like(aux), torch.empty_like(t)]
 
 
 def _setup(ctx, inputs, output):
-    x, aux, t, keep, rowptr, row = inputs
+    x, aux, t, keep, rowptr, row, col = inputs
     _, alpha, scores, norms = output
     ctx.mark_non_differentiable(alpha, scores, norms)
-    ctx.save_for_backward(x, aux, t, alpha, scores, norms, rowptr, row)
+    ctx.save_for_backward(x, aux, t, alpha, scores, norms, rowptr, row, col)
 
 
 def _backward(ctx, grads):
@@ -146,22 +153,26 @@ def _backward(ctx, grads):
     # differentiable
     grad_x, grad_aux, grad_t = _message_attention_backward(
         grads[0].contiguous(), *ctx.saved_tensors)
-    return grad_x, grad_aux, grad_t, None, None, None
+    return grad_x, grad_aux, grad_t, None, None, None, None
 
 
 _message_attention.register_autograd(_backward, setup_context=_setup)
 
 
 def message_attention(x: Tensor, aux: Tensor, t: Tensor, rowptr: Tensor,
-                      row: Tensor, keep: Optional[Tensor] = None) -> Tensor:
+                      row: Tensor, keep: Optional[Tensor] = None,
+                      col: Optional[Tensor] = None) -> Tensor:
     r"""``(N, H, F)``: per head, the softmax-weighted sum (inverse
-    temperature ``t``, ``(H,)``) of each segment's messages ``x``
-    (``(E, F)``, CSR order) by their cosine similarity to the unit vectors
-    ``aux`` (``(H, F)``), over the messages ``keep`` (``(E, H)`` bool;
-    at least one per non-empty segment) marks, or all. Segments without
-    messages get 0. Differentiable in
-    ``x``, ``aux`` and ``t`` (the gradients of the scores, the softmax and
-    the sum in one operator: see the module's docstring)."""
+    temperature ``t``, ``(H,)``) of each segment's messages by their cosine
+    similarity to the unit vectors ``aux`` (``(H, F)``), over the messages
+    ``keep`` (``(E, H)`` bool, slot order; at least one per non-empty
+    segment) marks, or all. Segments without messages get 0.
+
+    ``x`` (``(E, F)``) is in CSR slot order, or, with ``col``, in any order
+    with ``col[e]`` the row of ``x`` in slot ``e`` (a CSR view's ``perm``):
+    then no permuted copy of the messages is made. Differentiable in ``x``,
+    ``aux`` and ``t`` (the gradients of the scores, the softmax and the sum
+    in one operator: see the module's docstring)."""
     if x.dim() != 2 or aux.dim() != 2 or aux.size(1) != x.size(1) or \
             t.shape != (aux.size(0),):
         raise ValueError(f"expected x (E, F), aux (H, F) and t (H,), got "
@@ -170,5 +181,10 @@ def message_attention(x: Tensor, aux: Tensor, t: Tensor, rowptr: Tensor,
     if keep is not None and keep.shape != (x.size(0), aux.size(0)):
         raise ValueError(f"keep must have shape {(x.size(0), aux.size(0))}, "
                          f"got {tuple(keep.shape)}")
+    if col is None:
+        col = torch.arange(x.size(0), device=x.device)
+    elif col.shape != (x.size(0),):
+        raise ValueError(f"col must have shape ({x.size(0)},), got "
+                         f"{tuple(col.shape)}")
     return _message_attention(x, aux.to(x.dtype), t.to(x.dtype), keep,
-                              rowptr, row)[0]
+                              rowptr, row, col)[0]

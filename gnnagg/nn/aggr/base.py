@@ -74,9 +74,9 @@ class SegmentAggregation(Aggregation):
         dim_size = infer_dim_size(index, ptr, dim_size)
         if ptr is not None or not self.reduces_by_index:
             csr = csr_from_index(index, dim_size, ptr, num_messages=x.size(0))
-            if ptr is None:
-                x = x.index_select(0, csr.perm)
-            return self.reduce_segments(x, csr).movedim(0, dim)
+            out = (self.reduce_segments(x, csr) if ptr is not None
+                   else self.reduce_unsorted_segments(x, csr))
+            return out.movedim(0, dim)
         index = check_index(index, x.size(0))
         if is_debug_enabled():
             check_index_range(index, dim_size)
@@ -94,6 +94,14 @@ class SegmentAggregation(Aggregation):
         ``num_segments`` rows (sorted by destination when ``rowptr`` is
         given); destinations without messages get 0."""
         raise NotImplementedError
+
+    @torch.jit.ignore
+    def reduce_unsorted_segments(self, x: Tensor, csr: CSRGraph) -> Tensor:
+        """:meth:`reduce_segments` of messages in the caller's order
+        (``csr.perm[e]`` is the message in slot ``e``): by default the
+        messages are permuted into CSR order first; an aggregation that can
+        read them in place overrides this."""
+        return self.reduce_segments(x.index_select(0, csr.perm), csr)
 
     @torch.jit.ignore
     def reduce_segments(self, x: Tensor, csr: CSRGraph) -> Tensor:

@@ -2,6 +2,7 @@ r"""Top-m attention over the messages (TANGNN's selection, per node)."""
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -69,6 +70,16 @@ class TopMAttentionAggregation(SegmentAggregation):
         return dots / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
     def reduce_segments(self, x: Tensor, csr: CSRGraph) -> Tensor:
+        return self._attend(x, csr, None)
+
+    def reduce_unsorted_segments(self, x: Tensor, csr: CSRGraph) -> Tensor:
+        """Unsorted messages are read in place (no permuted copy)."""
+        return self._attend(x, csr, csr.perm)
+
+    def _attend(self, x: Tensor, csr: CSRGraph,
+                col: Optional[Tensor]) -> Tensor:
+        """The aggregation of messages ``x`` in slot order, or in any order
+        with ``col[e]`` the message of slot ``e``."""
         if x.dim() != 2 or x.size(1) != self.in_channels:
             raise ValueError(f"expected messages of shape (E, "
                              f"{self.in_channels}), got {tuple(x.shape)}")
@@ -77,9 +88,12 @@ class TopMAttentionAggregation(SegmentAggregation):
         # sync: not while compiling)
         if torch.compiler.is_compiling() or csr.max_degree > self.m:
             with torch.no_grad():
-                keep = segment_topm(self.scores(x), csr.rowptr, self.m)
+                scores = self.scores(x)
+                if col is not None:
+                    scores = scores.index_select(0, col)
+                keep = segment_topm(scores, csr.rowptr, self.m)
         out = message_attention(x, F.normalize(self.aux, dim=-1), self.t,
-                                csr.rowptr, csr.row, keep)
+                                csr.rowptr, csr.row, keep, col)
         return out.flatten(1) if self.concat else out.mean(1)
 
     def __repr__(self) -> str:

@@ -47,7 +47,7 @@ def main():
         times = {}
         for backend in ("torch", "torch_scatter"):
             set_backend(backend)
-            times[backend] = _time(lambda: segment_reduce(
+            times[backend] = _time(lambda reduce=reduce: segment_reduce(
                 src, csr.rowptr, reduce).sum().backward())
         set_backend("auto")
         print(f"| {reduce} | {times['torch']:.3f} | "

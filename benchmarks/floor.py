@@ -72,10 +72,10 @@ def dense_floor(products, num_nodes: int, repeats: int) -> float:
         rows = num_nodes if rows == "N" else rows
         x, w = torch.randn(rows, inner), torch.randn(inner, cols)
         g = torch.randn(rows, cols)
-        total += best(lambda: x @ w, repeats)
-        total += best(lambda: x.t() @ g, repeats)
+        total += best(lambda x=x, w=w: x @ w, repeats)
+        total += best(lambda x=x, g=g: x.t() @ g, repeats)
         if input_grad:
-            total += best(lambda: g @ w.t(), repeats)
+            total += best(lambda g=g, w=w: g @ w.t(), repeats)
     return total
 
 

@@ -132,7 +132,7 @@ def test_gradcheck_of_every_differentiable_operator():
         inputs = [a for a in args if isinstance(a, torch.Tensor)
                   and a.requires_grad]
 
-        def call(*leaves, args=args):
+        def call(*leaves, args=args, op=op):
             it = iter(leaves)
             return op(*[next(it) if isinstance(a, torch.Tensor) and
                         a.requires_grad else a for a in args])

@@ -26,7 +26,7 @@ def _parse(smiles: str):
     """RDKit molecule; SMILES that fail today's valence checks (a few
     aluminium and boron complexes) are read without full sanitisation."""
     from rdkit import Chem, RDLogger
-    RDLogger.DisableLog("rdApp.*")
+    RDLogger.DisableLog("rdApp.*")  # type: ignore[attr-defined]
     mol = Chem.MolFromSmiles(smiles)
     if mol is not None:
         return mol, True
@@ -72,7 +72,7 @@ def scaffold_split(smiles: List[str], mols: List, parsed: List[bool],
                      reverse=True)
     train_cut, valid_cut = frac_train * len(smiles), \
         (frac_train + frac_valid) * len(smiles)
-    split = {"train": [], "valid": [], "test": []}
+    split: Dict[str, List[int]] = {"train": [], "valid": [], "test": []}
     for group in ordered:
         if len(split["train"]) + len(group) <= train_cut:
             split["train"] += group

@@ -27,7 +27,7 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
 def load_config(dataset: str, model: str,
-                path: Optional[str] = None) -> Dict:
+                path: Optional[str | Path] = None) -> Dict:
     """Hyperparameters: the file's ``default`` entry updated by its entry
     for ``model``. Without ``path``, the package's
     ``gnnagg/bench/configs/<dataset>.json`` when it exists."""
@@ -117,7 +117,8 @@ def _shards(size: int, process: Process, seed: int):
     (``set_epoch``); rank r's batches are the r-th slices of the global
     batches a single process would take."""
     from torch.utils.data import DistributedSampler
-    return DistributedSampler(range(size), num_replicas=process.world_size,
+    return DistributedSampler(range(size),  # type: ignore[arg-type]
+                              num_replicas=process.world_size,
                               rank=process.rank, shuffle=True, seed=seed)
 
 
@@ -290,7 +291,8 @@ def _node_task(dataset, model_name: str, config: Dict, process: Process,
     def scores() -> Dict[str, float]:
         model.eval()
         x = data.x.to(device)
-        out = (model.inference(x, hops) if layerwise
+        out = (model.inference(x, hops)  # type: ignore[operator]
+               if layerwise
                else model(x, data.edge_index.to(device)))
         pred = out if multilabel else out.argmax(-1, keepdim=True)
         return {key: float(evaluator.eval({

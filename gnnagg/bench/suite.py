@@ -8,9 +8,10 @@ import json
 import math
 import os
 import time
+from functools import partial
 import warnings
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -260,25 +261,26 @@ def leaderboard(results: Dict) -> str:
 
 
 def run_suite(out_dir: str, quick: bool = False, seed: int = 0,
-              models: List[str] = SUITE_MODELS) -> Dict:
+              models: Sequence[str] = SUITE_MODELS) -> Dict:
     """Run every task for every model not yet in ``out_dir/suite.json``
     (``suite-quick.json`` for ``quick``; ``-seed<N>`` added for a seed other
     than 0, so each seed keeps its own results)."""
-    sizes = QUICK if quick else FULL
+    sizes: Dict[str, Any] = QUICK if quick else FULL
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     suffix = ("-quick" if quick else "") + (f"-seed{seed}" if seed else "")
     path = out / f"suite{suffix}.json"
     results = _load(path)
     cache = out / "cache"
-    tasks = {f"DictionaryLookup k={k} (accuracy)":
-             (lambda m, k=k: lookup_task(m, k, sizes, cache, seed))
-             for k in sizes["lookup_k"]}
-    tasks["PNA multitask (log10 MSE)"] = \
-        lambda m: multitask_task(m, sizes, cache, seed)
+    tasks: Dict[str, Callable[[str], Dict[str, float]]] = {
+        f"DictionaryLookup k={k} (accuracy)": partial(
+            lookup_task, k=k, sizes=sizes, cache=cache, seed=seed)
+        for k in sizes["lookup_k"]}
+    tasks["PNA multitask (log10 MSE)"] = partial(
+        multitask_task, sizes=sizes, cache=cache, seed=seed)
     for target, (title, _) in EXTRAPOLATION.items():
-        tasks[title] = (lambda m, target=target: extrapolation_task(
-            m, sizes, cache, seed, target))
+        tasks[title] = partial(extrapolation_task, sizes=sizes, cache=cache,
+                               seed=seed, target=target)
     for task, run in tasks.items():
         for model in tqdm(models, desc=task):
             if model in results.get(task, {}):

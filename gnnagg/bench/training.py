@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 import torch
@@ -45,10 +45,11 @@ def fit(train_epoch: Callable[[int], float],
     over all sessions of a resumed run.
     """
     check_positive(epochs=epochs, patience=patience)
-    state = {"epoch": 0, "curve": {"train_loss": [], "valid": [], "test": []},
-             "best": None, "best_key": None, "best_valid": -float("inf"),
-             "best_loss": float("inf"), "waited": 0, "seconds": 0.0,
-             "wall_seconds": 0.0}
+    state: Dict[str, Any] = {
+        "epoch": 0, "curve": {"train_loss": [], "valid": [], "test": []},
+        "best": None, "best_key": None, "best_valid": -float("inf"),
+        "best_loss": float("inf"), "waited": 0, "seconds": 0.0,
+        "wall_seconds": 0.0}
     if checkpoint is not None:
         state = checkpoint.load() or state
     resumed_from_epoch = state["epoch"]

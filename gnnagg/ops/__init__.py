@@ -26,5 +26,6 @@ __all__ = [
     "segment_stats", "neighbour_stats", "shift_stats", "segment_softmax",
     "message_softmax",
     "segment_tree_reduce", "segment_topm", "weighted_aggregate",
-    "gatv2_score", "message_attention", "sample_neighbors", "SampledSubgraph", "permute_rows",
+    "gatv2_score", "message_attention", "sample_neighbors",
+    "SampledSubgraph", "permute_rows",
 ]

@@ -320,7 +320,7 @@ class _ViewCache:
 
     def __init__(self, edge_index: Tensor) -> None:
         self.edges = edge_index.detach().clone()
-        self.views = {}
+        self.views: Dict[Tuple[int, int, bool], "CSRGraph"] = {}
 
     def holds(self, edge_index: Tensor) -> bool:
         """Whether ``edge_index`` still holds the edges the views came
@@ -374,8 +374,9 @@ def csr_from_index(index: Optional[Tensor], num_segments: int,
     'dim_size'" error."""
     if torch.compiler.is_compiling():  # no host syncs in a traced graph
         if ptr is not None:
-            ids = torch.arange(num_messages, device=ptr.device)
-            return CSRGraph(ptr, ids, ids, num_messages, ptr.numel() - 1)
+            count = ptr.numel() - 1 if num_messages is None else num_messages
+            ids = torch.arange(count, device=ptr.device)
+            return CSRGraph(ptr, ids, ids, count, ptr.numel() - 1)
         index = check_index(index, num_messages)
     elif ptr is not None:
         total = int(ptr[-1]) if ptr.dim() == 1 and ptr.numel() else 0

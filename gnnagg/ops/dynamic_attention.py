@@ -80,10 +80,11 @@ def _gatv2_score_backward(grad_scores: Tensor, x_src: Tensor, x_dst: Tensor,
     chunk of edges at a time."""
     grad_src, grad_dst = torch.zeros_like(x_src), torch.zeros_like(x_dst)
     grad_att = torch.zeros_like(att)
-    with_edges = edge_attr is not None and edge_weight is not None
-    grad_edge_attr = (torch.empty_like(edge_attr) if with_edges
+    edges = (edge_attr, edge_weight) if edge_attr is not None and \
+        edge_weight is not None else None
+    grad_edge_attr = (torch.empty_like(edges[0]) if edges is not None
                       else x_src.new_empty(0))
-    grad_edge_weight = (torch.zeros_like(edge_weight) if with_edges
+    grad_edge_weight = (torch.zeros_like(edges[1]) if edges is not None
                         else x_src.new_empty(0))
     heads, channels = att.shape
     for part in _chunks(col.numel(), heads * channels):
@@ -96,10 +97,10 @@ def _gatv2_score_backward(grad_scores: Tensor, x_src: Tensor, x_dst: Tensor,
         d_s = slope.mul_(g).mul_(att)  # d score / d pre-activation
         grad_src.index_add_(0, col[part], d_s)
         grad_dst.index_add_(0, row[part], d_s)
-        if with_edges:
+        if edges is not None:
             d_flat = d_s.view(d_s.size(0), -1)
-            grad_edge_attr[part] = d_flat @ edge_weight
-            grad_edge_weight += d_flat.t() @ edge_attr[part]
+            grad_edge_attr[part] = d_flat @ edges[1]
+            grad_edge_weight += d_flat.t() @ edges[0][part]
     return [grad_src, grad_dst, grad_att, grad_edge_attr, grad_edge_weight]
 
 

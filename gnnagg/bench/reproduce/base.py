@@ -158,7 +158,8 @@ def markdown_table(summary: Dict[str, Any]) -> str:
                          f"{_cell(ours.get(model, {}).get(metric))} |")
     seconds = summary["seconds_per_epoch"]
     lines += ["", f"{summary['runs']} runs, {summary['hours']:.2f} hours of "
-              f"training and evaluation.", "", "Epochs run (mean over runs) and seconds per training "
+              "training and evaluation.", "",
+              "Epochs run (mean over runs) and seconds per training "
               "epoch:", ""] + [
         f"- {model}: {summary['epochs_run'][model]:.0f} epochs, "
         f"{seconds[model]:.2f} s/epoch" for model in seconds]

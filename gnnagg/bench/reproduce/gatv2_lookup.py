@@ -151,12 +151,16 @@ class DictionaryLookup(Reproduction):
     def headline(self, summary: Dict[str, Any]) -> Tuple[str, str]:
         ks = summary["protocol"]["tasks"]
         low, high = ks[0], ks[-1]
+
+        def percent(model: str, split: str, k: int) -> str:
+            return ours_text(summary, model, f"{split}_acc_k{k}", 100) + "%"
+
         return ("GATv2 1h: 100% train and test (k ≤ 100); GAT 1h train: 85% "
                 "(k=4) to 11% (k=20); GAT 8h: 100% train, 29-87% test",
-                f"GATv2 1h test: {ours_text(summary, 'gatv2-1h', f'test_acc_k{low}', 100)}% "
-                f"(k={low}), {ours_text(summary, 'gatv2-1h', f'test_acc_k{high}', 100)}% "
+                f"GATv2 1h test: {percent('gatv2-1h', 'test', low)} "
+                f"(k={low}), {percent('gatv2-1h', 'test', high)} "
                 f"(k={high}); GAT 1h train: "
-                f"{ours_text(summary, 'gat-1h', f'train_acc_k{low}', 100)}% (k={low}), "
-                f"{ours_text(summary, 'gat-1h', f'train_acc_k{high}', 100)}% (k={high}); "
-                f"GAT 8h test: {ours_text(summary, 'gat-8h', f'test_acc_k{high}', 100)}% "
+                f"{percent('gat-1h', 'train', low)} (k={low}), "
+                f"{percent('gat-1h', 'train', high)} (k={high}); "
+                f"GAT 8h test: {percent('gat-8h', 'test', high)} "
                 f"(k={high})")

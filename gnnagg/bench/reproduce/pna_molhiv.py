@@ -40,13 +40,13 @@ class PNAMolhivNet(torch.nn.Module):
                  dropout: float = 0.3, backend: str = "gnnagg"):
         super().__init__()
         from ogb.graphproppred.mol_encoder import AtomEncoder
-        if backend == "gnnagg":
-            from ...nn.aggr import DegreeScalerAggregation
-        elif backend == "pyg":
-            from torch_geometric.nn.aggr import DegreeScalerAggregation
-        else:
+        from torch_geometric.nn import aggr as pyg_aggr
+        from ...nn import aggr as gnnagg_aggr
+        if backend not in ("gnnagg", "pyg"):
             raise ValueError(f"backend must be 'gnnagg' or 'pyg', got "
                              f"{backend!r}")
+        DegreeScalerAggregation = (gnnagg_aggr if backend == "gnnagg"
+                                   else pyg_aggr).DegreeScalerAggregation
         self.dropout = dropout
         self.encoder = AtomEncoder(hidden)
         self.convs = torch.nn.ModuleList(

@@ -110,7 +110,8 @@ class LCMAggregation(SegmentAggregation, pyg_aggr.LCMAggregation):
         self.project = project
         self.checkpoint = checkpoint
         self.lin = Linear(in_channels, out_channels) if project else None
-        self.gru_cell = self.operator = None
+        self.gru_cell: Optional[GRUCell] = None
+        self.operator: Optional[Module] = None
         if operator == "gru":
             self.gru_cell = GRUCell(out_channels, out_channels)
         elif operator == "mlp":
@@ -139,6 +140,7 @@ class LCMAggregation(SegmentAggregation, pyg_aggr.LCMAggregation):
         r""":math:`a \oplus b` for two ``(P, out_channels)`` batches."""
         if self.operator is not None:
             return self.operator(a, b)
+        assert self.gru_cell is not None  # one of the two is set
         both = self.gru_cell(torch.cat([a, b]), torch.cat([b, a]))
         return both.view(2, a.size(0), -1).mean(0)
 

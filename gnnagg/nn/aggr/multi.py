@@ -99,7 +99,7 @@ class MultiAggregation(SegmentAggregation, PyGMultiAggregation):
         return out if isinstance(out, Tensor) else out[0]
 
     @property
-    def reduces_by_index(self) -> bool:
+    def reduces_by_index(self) -> bool:  # type: ignore[override]
         return all(getattr(a, "reduces_by_index", False) for a in self.aggrs)
 
     def reduce_messages(self, x: Tensor, index: Tensor, num_segments: int,

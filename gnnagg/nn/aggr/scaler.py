@@ -160,7 +160,7 @@ class DegreeScalerAggregation(SegmentAggregation,
         return self.scale(out, degree).movedim(0, dim)
 
     @property
-    def reduces_by_index(self) -> bool:
+    def reduces_by_index(self) -> bool:  # type: ignore[override]
         return getattr(self.aggr, "reduces_by_index", False)
 
     def reduce_messages(self, x: Tensor, index: Tensor, num_segments: int,

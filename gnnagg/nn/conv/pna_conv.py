@@ -214,14 +214,16 @@ class PNAConv(FusedMessagePassing, PyGPNAConv):
         terms = [self._first_layer(t, x[:, t]) for t in range(self.towers)]
         shift = torch.stack([dst for dst, _, _ in terms], dim=1)
         src = torch.stack([s for _, s, _ in terms], dim=1)
+        statistics = self._statistics
+        assert statistics is not None  # the decomposed path's condition
         if edge_feat is None:
-            stats = neighbour_stats(src, csr, self._statistics)
+            stats = neighbour_stats(src, csr, statistics)
         else:
             z = src.index_select(0, csr.col)
             z += torch.stack([edge_feat @ w.t() for _, _, w in terms], dim=1)
-            stats = segment_stats(z, csr.rowptr, self._statistics)
+            stats = segment_stats(z, csr.rowptr, statistics)
         stats = shift_stats(stats, shift, csr.degree)
-        return torch.cat([stats[s] for s in self._statistics], dim=-1)
+        return torch.cat([stats[s] for s in statistics], dim=-1)
 
     def _tower_messages(self, tower: int, x: Tensor, csr: CSRGraph,
                         edge_feat: Optional[Tensor]) -> Tensor:

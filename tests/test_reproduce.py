@@ -145,6 +145,22 @@ def test_a_stopped_run_resumes_exactly(tmp_path):
     assert records[0]["best_scores"]["lr"] == pytest.approx(lrs[-1])
 
 
+def test_a_changed_protocol_never_resumes_another_protocols_checkpoint(
+        tmp_path):
+    stopped = Line()
+    stopped.fail_at = 4
+    with pytest.raises(KeyboardInterrupt):
+        reproduce(stopped, tmp_path)
+
+    class Longer(Line):
+        def protocol(self, quick):
+            return dict(super().protocol(quick), epochs=7)
+
+    reproduce(Longer(), tmp_path)
+    record = json.loads((tmp_path / "line" / "results.jsonl").read_text())
+    assert record["resumed_from_epoch"] == 0 and record["epochs"] == 7
+
+
 def test_unknown_names_are_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown reproduction"):
         get_reproduction("gat-lookup")

@@ -13,7 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..checkpoint import Checkpoint
-from ..results import ResultStore, atomic_write
+from ..results import ResultStore, atomic_write, config_tag
 from ..training import check_positive, fit, seed_everything
 
 
@@ -197,7 +197,8 @@ def reproduce(reproduction: Reproduction, out_dir: str | Path,
         run = reproduction.build(task, model, seed, protocol,
                                  folder / "cache")
         checkpoint = Checkpoint(
-            folder / "checkpoints" / f"{task}-{model}-seed{seed}.pt",
+            folder / "checkpoints" /
+            f"{task}-{model}-seed{seed}-{config_tag(protocol)}.pt",
             run.model, run.optimizer, scheduler=run.scheduler)
         epochs = protocol.get("model_epochs", {}).get(model,
                                                       protocol["epochs"])

@@ -7,7 +7,7 @@ from torch_geometric.loader import DataLoader
 from torch_geometric.nn import MessagePassing
 
 import gnnagg.nn.aggr as aggr
-from gnnagg.ops import csr_view, neighbour_stats, segment_stats, shift_stats
+from gnnagg.ops import csr_view, neighbor_stats, segment_stats, shift_stats
 
 from conftest import random_graph, skewed_graph
 
@@ -210,9 +210,9 @@ def test_neighbour_and_shifted_stats_equal_gathered_messages(stats):
     shift = torch.randn(11, 2, 3, dtype=torch.double)
     gathered = q[csr.col] + shift[csr.row]
     expected = segment_stats(gathered, csr.rowptr, stats)
-    got = shift_stats(neighbour_stats(q, csr, stats), shift, csr.degree)
+    got = shift_stats(neighbor_stats(q, csr, stats), shift, csr.degree)
     for s in stats:
         torch.testing.assert_close(got[s], expected[s])
     assert torch.autograd.gradcheck(
-        lambda t: torch.cat(list(neighbour_stats(t, csr, stats).values()),
+        lambda t: torch.cat(list(neighbor_stats(t, csr, stats).values()),
                             -1), (q,))

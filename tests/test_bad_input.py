@@ -278,7 +278,7 @@ KERNEL_ERRORS = [
     (lambda: ops.build_csr(EDGES, 3, 4), ValueError, "source node 3"),
     (lambda: ops.check_edge_index(EDGES.t(), 4, 4), ValueError, "shape"),
     (lambda: ops.csr_from_index(None, 3), ValueError, "index"),
-    (lambda: ops.neighbour_stats(torch.randn(3, 2), ops.build_csr(EDGES, 4,
+    (lambda: ops.neighbor_stats(torch.randn(3, 2), ops.build_csr(EDGES, 4,
                                                                   4),
                                  ["mean"]), ValueError, "expected 4 rows"),
     (lambda: ops.segment_stats(MESSAGES, torch.tensor([0, 6]), ["mode"]),

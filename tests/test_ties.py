@@ -7,7 +7,7 @@ from torch_geometric.nn import aggr as pyg_aggr
 from torch_geometric.utils import scatter
 
 from gnnagg.nn import aggr
-from gnnagg.ops import (csr_view, neighbour_stats, segment_max, segment_min,
+from gnnagg.ops import (csr_view, neighbor_stats, segment_max, segment_min,
                         segment_reduce, segment_stats)
 
 from conftest import random_graph
@@ -109,14 +109,14 @@ def test_two_equal_messages_with_negative_gradient():
         torch.testing.assert_close(x.grad, torch.full((2, 1), -0.5))
 
 
-def test_segment_and_neighbour_stats_agree_on_ties():
+def test_segment_and_neighbor_stats_agree_on_ties():
     edge_index = torch.tensor([[0, 0, 1, 2, 2], [3, 3, 3, 3, 0]])
     x = torch.tensor([[1.0, 0.0], [1.0, 2.0], [0.0, 2.0], [9.0, 9.0]],
                      dtype=torch.double)
     csr = csr_view(edge_index, 4)
     grad = -torch.ones(4, 4, dtype=torch.double)
     node_x = x.clone().requires_grad_()
-    out = torch.cat(list(neighbour_stats(node_x, csr, ["min", "max"])
+    out = torch.cat(list(neighbor_stats(node_x, csr, ["min", "max"])
                          .values()), -1)
     from_nodes = torch.autograd.grad(out, node_x, grad)[0]
     gathered = x.index_select(0, csr.col).requires_grad_()

@@ -117,7 +117,7 @@ def test_tangnn_conv_equals_its_formula_densely(in_channels, out_channels):
         (edge_index[1], edge_index[0]), torch.ones(edge_index.size(1)),
         accumulate=True)
     mean = adjacency @ x / adjacency.sum(1, keepdim=True).clamp(min=1)
-    local = conv.lin_self(x) + conv.lin_neighbours(mean)
+    local = conv.lin_self(x) + conv.lin_neighbors(mean)
     scores = torch.nn.functional.cosine_similarity(x, conv.aux.view(1, -1))
     top = scores.topk(m).indices
     queries = conv.lin_query(x).view(n, heads, -1) / out_channels ** 0.5

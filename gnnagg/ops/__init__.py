@@ -5,7 +5,7 @@ from .csr import (CSRGraph, build_csr, cached_views, check_edge_index,
                   clear_csr_cache, csr_from_index, csr_of_adjacency, csr_view)
 from .dynamic_attention import gatv2_score
 from .permute import permute_rows
-from .statistics import (message_stats, neighbour_stats, segment_stats,
+from .statistics import (message_stats, neighbor_stats, segment_stats,
                          shift_stats)
 from .sampling import SampledSubgraph, sample_neighbors
 from .library import generic_forced, use_generic
@@ -23,7 +23,7 @@ __all__ = [
     "segment_reduce", "segment_max", "segment_min", "reduce_messages",
     "gather_reduce", "message_counts", "message_stats", "use_generic", "generic_forced",
     "set_backend", "get_backend", "has_torch_scatter",
-    "segment_stats", "neighbour_stats", "shift_stats", "segment_softmax",
+    "segment_stats", "neighbor_stats", "shift_stats", "segment_softmax",
     "message_softmax",
     "segment_tree_reduce", "segment_topm", "weighted_aggregate",
     "gatv2_score", "message_attention", "sample_neighbors",

@@ -16,7 +16,7 @@ neighbourhoods give 0 for every statistic.
 
 * :func:`message_stats` reduces messages by destination (sorted or not).
 * :func:`segment_stats` reduces per-edge values already in CSR order.
-* :func:`neighbour_stats` reduces node values over each node's in-neighbours
+* :func:`neighbor_stats` reduces node values over each node's in-neighbours
   with sparse-matrix reductions on the CPU (``torch.sparse.mm(A, x,
   reduce)``), never forming the ``E x F`` gathered tensor in the forward
   pass.
@@ -100,7 +100,7 @@ def segment_stats(x: Tensor, rowptr: Tensor,
                          rowptr.numel() - 1, stats, rowptr)
 
 
-def neighbour_stats(x: Tensor, csr: CSRGraph,
+def neighbor_stats(x: Tensor, csr: CSRGraph,
                     stats: Iterable[str]) -> Dict[str, Tensor]:
     """The requested ``stats`` of ``{x[j] : j -> i}`` for every destination
     ``i`` of ``csr``, from node values ``x`` (``(num_src, *F)``), each

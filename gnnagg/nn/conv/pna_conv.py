@@ -9,7 +9,7 @@ from torch import Tensor
 from torch_geometric.nn.conv import PNAConv as PyGPNAConv
 from torch_geometric.typing import SparseTensor
 
-from ...ops import (CSRGraph, csr_view, neighbour_stats, permute_rows,
+from ...ops import (CSRGraph, csr_view, neighbor_stats, permute_rows,
                    segment_stats, shift_stats)
 from ..aggr import DegreeScalerAggregation, StatAggregation
 from .fusion import (MESSAGE_HOOKS, PROPAGATE_HOOKS, FusedMessagePassing,
@@ -217,7 +217,7 @@ class PNAConv(FusedMessagePassing, PyGPNAConv):
         statistics = self._statistics
         assert statistics is not None  # the decomposed path's condition
         if edge_feat is None:
-            stats = neighbour_stats(src, csr, statistics)
+            stats = neighbor_stats(src, csr, statistics)
         else:
             z = src.index_select(0, csr.col)
             z += torch.stack([edge_feat @ w.t() for _, _, w in terms], dim=1)

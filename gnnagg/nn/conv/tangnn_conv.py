@@ -13,7 +13,7 @@ from torch.nn import Parameter
 from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.nn.dense.linear import Linear
 
-from ...ops import CSRGraph, csr_view, neighbour_stats, segment_topm
+from ...ops import CSRGraph, csr_view, neighbor_stats, segment_topm
 from .inputs import check_features, edge_index_and_sizes, layer_dtype
 
 
@@ -77,7 +77,7 @@ class TANGNNConv(MessagePassing):
         self.in_channels, self.out_channels = in_channels, out_channels
         self.m, self.num_neighbors, self.heads = m, num_neighbors, heads
         self.lin_self = Linear(in_channels, out_channels)
-        self.lin_neighbours = Linear(in_channels, out_channels, bias=False)
+        self.lin_neighbors = Linear(in_channels, out_channels, bias=False)
         self.aux = Parameter(torch.empty(in_channels))
         self.lin_query = Linear(in_channels, heads * out_channels)
         self.lin_key = Linear(in_channels, heads * out_channels)
@@ -90,7 +90,7 @@ class TANGNNConv(MessagePassing):
 
     def reset_parameters(self):
         super().reset_parameters()
-        for lin in (self.lin_self, self.lin_neighbours, self.lin_query,
+        for lin in (self.lin_self, self.lin_neighbors, self.lin_query,
                     self.lin_key, self.lin_value, self.lin_attention,
                     self.lin_out, self.res):
             if lin is not None:
@@ -105,21 +105,21 @@ class TANGNNConv(MessagePassing):
         check_features("x", x, self.in_channels, layer_dtype(self))
         csr = csr_view(*edge_index_and_sizes(edge_index, x.size(0),
                                              x.size(0)))
-        local = self.lin_self(x) + self._neighbour_mean(x, csr)
+        local = self.lin_self(x) + self._neighbor_mean(x, csr)
         out = self.lin_out(torch.cat([local, self._global_attention(
             x, _graph_segments(batch, x.size(0), x.device))], dim=-1))
         return out if self.res is None else out + self.res(x)
 
-    def _neighbour_mean(self, x: Tensor, csr: CSRGraph) -> Tensor:
+    def _neighbor_mean(self, x: Tensor, csr: CSRGraph) -> Tensor:
         r""":math:`\mathbf{W}_n \operatorname{mean}_j \mathbf{x}_j`, averaged
         on the narrower side: :math:`\operatorname{mean}_j \mathbf{W}_n
         \mathbf{x}_j` when the layer narrows the features (the map is
         linear, so both are the same)."""
         sampled = self._sampled(csr)
         if self.in_channels > self.out_channels:
-            return neighbour_stats(self.lin_neighbours(x), sampled,
+            return neighbor_stats(self.lin_neighbors(x), sampled,
                                    ["mean"])["mean"]
-        return self.lin_neighbours(neighbour_stats(x, sampled,
+        return self.lin_neighbors(neighbor_stats(x, sampled,
                                                    ["mean"])["mean"])
 
     def _sampled(self, csr: CSRGraph) -> CSRGraph:

@@ -85,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     ogb.add_argument("--batch-size", type=_positive, help="mini-batch size (node "
                      "tasks: NeighborLoader seeds; the global batch under "
                      "torchrun)")
-    ogb.add_argument("--fanout", type=_fanout, help="neighbours sampled per "
+    ogb.add_argument("--fanout", type=_fanout_list, help="neighbours sampled per "
                      "hop, one per layer, e.g. 15,10,5 (-1: all, as in "
                      "--fanout=-1,-1)")
 
@@ -116,7 +116,8 @@ def _names(text: str) -> List[str]:
     return names
 
 
-def _fanout(text: str) -> List[int]:
+def _fanout_list(text: str) -> List[int]:
+    """``--fanout`` as a list: comma-separated positive ints or -1."""
     try:
         fanout = [int(part) for part in text.split(",")]
         if any(n == 0 or n < -1 for n in fanout):

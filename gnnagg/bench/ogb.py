@@ -217,7 +217,9 @@ def _node_data(dataset):
     return data
 
 
-def _fanout(config: Dict, model: torch.nn.Module) -> List[int]:
+def _layer_fanout(config: Dict, model: torch.nn.Module) -> List[int]:
+    """Neighbours sampled per hop, one entry per layer of ``model``: the
+    config's ``fanout`` (checked against the depth), else 15, 10, 5."""
     layers = len(getattr(model, "convs", ()))
     fanout = [int(f) for f in config.get("fanout", [15, 10, 5][:layers])]
     if layers and len(fanout) != layers:
@@ -258,7 +260,7 @@ def _node_task(dataset, model_name: str, config: Dict, process: Process,
 
     if mini_batch:
         sampler = _shards(train_idx.numel(), process, seed)
-        train = neighbor_loader(data, _fanout(config, model),
+        train = neighbor_loader(data, _layer_fanout(config, model),
                                 input_nodes=train_idx,
                                 batch_size=_rank_batch_size(config, process),
                                 sampler=sampler)

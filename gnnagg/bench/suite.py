@@ -245,7 +245,7 @@ def _load(path: Path) -> Dict:
         return {}
 
 
-def leaderboard(results: Dict) -> str:
+def suite_tables(results: Dict) -> str:
     """Markdown tables, one per task, a row per model."""
     tables = []
     for task, by_model in results.items():
@@ -287,7 +287,7 @@ def run_suite(out_dir: str, quick: bool = False, seed: int = 0,
                 continue
             results.setdefault(task, {})[model] = run(model)
             _save(path, results)
-    board = leaderboard(results)
+    board = suite_tables(results)
     tmp = out / f"leaderboard{suffix}.md.tmp"
     tmp.write_text(board)
     os.replace(tmp, out / f"leaderboard{suffix}.md")

@@ -10,22 +10,16 @@ torch-scatter / native. A reduction where the ratio is below 1 belongs in
 """
 import argparse
 import statistics
-import time
 
 import torch
 
 from gnnagg.ops import csr_view, has_torch_scatter, segment_reduce, set_backend
 from gnnagg.ops.backend import REDUCTIONS
+from speed import timings
 
 
 def _time(fn, repeats=5):
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(timings(fn, repeats))
 
 
 def main():

@@ -27,18 +27,15 @@ PyG's in the same run.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Dict, List
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed import GRAPHS, run_isolated  # noqa: E402
+from speed import GRAPHS, run_isolated, timings, write_rows  # noqa: E402
 
 #: layer -> (dense products as (rows, inner, cols, input needs grad),
 #:           sparse passes, width of the gathered rows); ``N`` = nodes
@@ -55,13 +52,7 @@ LAYERS = {
 
 
 def best(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    return min(timings(fn, repeats))
 
 
 def dense_floor(products, num_nodes: int, repeats: int) -> float:
@@ -143,10 +134,7 @@ def main(argv=None) -> List[Dict]:
                   f"{row['gnnagg_s']:.4f} | {row['gnnagg_multiple']:.1f} |",
                   flush=True)
     if args.json:
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as out:
-            json.dump(rows, out, indent=1)
-        os.replace(tmp, args.json)
+        write_rows(rows, args.json)
     return rows
 
 

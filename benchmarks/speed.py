@@ -239,6 +239,25 @@ CASES: Dict[str, Tuple[Callable, Callable]] = {
 }
 
 
+def timings(fn: Callable[[], object], repeats: int) -> List[float]:
+    """Seconds of ``repeats`` calls of ``fn`` after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def write_rows(rows: List[dict], path: str) -> None:
+    """The rows as a JSON list, written atomically to ``path``."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as out:
+        json.dump(rows, out, indent=1)
+    os.replace(tmp, path)
+
+
 def _rss_bytes(field: str) -> int:
     with open("/proc/self/status") as status:
         for line in status:
@@ -430,10 +449,7 @@ def main(argv=None) -> List[dict]:
     rows = compare(cases, graphs, args.device, repeats, args.memory_cap_gb,
                    1 if args.quick else args.rounds, args.compile)
     if args.json:
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as out:
-            json.dump(rows, out, indent=1)
-        os.replace(tmp, args.json)
+        write_rows(rows, args.json)
     return rows
 
 

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from speed import (_peak, _reset_peak, format_row, make_row,  # noqa: E402
-                   random_graph)
+                   random_graph, write_rows)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -196,10 +196,7 @@ def main(argv=None) -> List[dict]:
         rows.append(make_row(model, data, "cpu", pyg, ours))
         print(format_row(rows[-1]), flush=True)
     if args.json:
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as out:
-            json.dump(rows, out, indent=1)
-        os.replace(tmp, args.json)
+        write_rows(rows, args.json)
     return rows
 
 

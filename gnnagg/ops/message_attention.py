@@ -34,17 +34,9 @@ from typing import List, Optional
 import torch
 from torch import Tensor
 
-from .library import generic_forced
 from .segment import reduce_messages
 from .softmax import _softmax
-
-_SPARSE_DTYPES = (torch.float32, torch.float64)
-
-
-def _sparse_ok(*tensors: Tensor) -> bool:
-    return not generic_forced() and all(
-        t.device.type == "cpu" and t.dtype in _SPARSE_DTYPES for t in tensors)
-
+from .spmm import _use_sparse
 
 def _row_dots(a: Tensor, b: Tensor, chunk: int = 1 << 15) -> Tensor:
     """``(a * b).sum(-1)`` for ``(E, F)`` tensors, in chunks of rows, so no
@@ -75,7 +67,7 @@ def _message_attention(x: Tensor, aux: Tensor, t: Tensor,
     alpha = (_softmax(logits, row, rowptr, num_dst) if x.size(0)
              else logits.clone())
     out = x.new_zeros(num_dst, heads, x.size(1))
-    if _sparse_ok(x):
+    if _use_sparse(x):
         for h in range(heads):
             adj = torch.sparse_csr_tensor(rowptr, col,
                                           alpha[:, h].contiguous(),

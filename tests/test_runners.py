@@ -12,7 +12,7 @@ from torch_geometric.data import Batch, Data
 
 from gnnagg.bench.molhiv import scaffold_split, _parse
 from gnnagg.bench.results import ResultStore, leaderboard
-from gnnagg.bench.suite import run_suite
+from gnnagg.bench.suite import PRESETS, run_suite, suite_folder
 from gnnagg.bench.synthetic import (degree_extrapolation, dictionary_lookup,
                                     multitask_graphs)
 from gnnagg.cli import main
@@ -202,19 +202,39 @@ def test_every_zoo_model_trains_on_node_and_graph_tasks(name):
     assert empty.shape == (0, 3)
 
 
-def test_suite_quick_runs_resumes_and_shows_lookup_gap(tmp_path):
-    results = run_suite(str(tmp_path), quick=True,
-                        models=["gatv2", "sum"])
-    assert set(results) >= {"PNA multitask (log10 MSE)"}
-    board = (tmp_path / "leaderboard-quick.md").read_text()
-    assert "gatv2" in board and "mse_d1000" in board
+def test_suite_quick_runs_resumes_keys_by_seed_and_sizes_and_plots(
+        tmp_path, monkeypatch):
+    run = run_suite(tmp_path, "quick", models=["gatv2", "tangnn", "sum"])
+    folder = run["folder"]
+    assert folder == suite_folder(tmp_path, "quick", 0)
+    assert folder.name.startswith("quick-seed0-")
+    assert "PNA multitask (log10 MSE)" in run["results"]
+    assert set(run["results"]["DictionaryLookup k=4 (accuracy)"]) == {
+        "gatv2", "tangnn", "sum"}
+    board = (folder / "leaderboard.md").read_text()
+    assert "gatv2" in board and "tangnn" in board and "mse_d1000" in board
     assert "second-smallest" in board and "ms_d1000" in board
-    mtime = (tmp_path / "suite-quick.json").stat().st_mtime
-    run_suite(str(tmp_path), quick=True, models=["gatv2", "sum"])
-    assert (tmp_path / "suite-quick.json").stat().st_mtime == mtime
-    # another seed starts from nothing: seed 0's results are not its own
-    assert run_suite(str(tmp_path), quick=True, seed=1, models=[]) == {}
-    assert (tmp_path / "suite-quick.json").stat().st_mtime == mtime
+    assert sorted(f.name for f in run["figures"]) == [
+        "extrapolation.png", "lookup.png", "multitask.png"]
+    for figure in run["figures"]:
+        assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(folder.glob("*.tmp*"))
+    saved = json.loads((folder / "suite.json").read_text())
+    assert saved["sizes"] == PRESETS["quick"] and saved["seed"] == 0
+    mtime = (folder / "suite.json").stat().st_mtime
+    again = run_suite(tmp_path, "quick", models=["gatv2", "tangnn", "sum"])
+    assert again["seconds"] == {}  # nothing trained again
+    assert (folder / "suite.json").stat().st_mtime == mtime
+    # another seed, or other sizes, start from nothing in a folder of their
+    # own: seed 0's results are not theirs
+    other_seed = run_suite(tmp_path, "quick", seed=1, models=[])
+    assert other_seed["results"] == {} and other_seed["folder"] != folder
+    monkeypatch.setitem(PRESETS, "quick",
+                        {**PRESETS["quick"], "lookup_steps": 7})
+    other_sizes = run_suite(tmp_path, "quick", models=[])
+    assert other_sizes["results"] == {} and other_sizes["folder"] != folder
+    with pytest.raises(ValueError, match="preset"):
+        run_suite(tmp_path, "medium")
 
 
 def test_ogb_hyperparameters_ship_with_the_package():

@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 
 from .distributed import Process, gather
-from .results import set_aside
+from .results import atomic_path, set_aside
 
 
 def _rng_state() -> dict:
@@ -62,15 +62,15 @@ class Checkpoint:
         if not self.process.is_main:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        torch.save({"model": self.model.state_dict(),
-                    "optimizer": self.optimizer.state_dict(),
-                    "scheduler": (None if self.scheduler is None
-                                  else self.scheduler.state_dict()),
-                    "loop": loop_state, "rng": rng}, tmp)
-        if self.path.exists():
-            os.replace(self.path, self.previous_path)
-        os.replace(tmp, self.path)
+        state = {"model": self.model.state_dict(),
+                 "optimizer": self.optimizer.state_dict(),
+                 "scheduler": (None if self.scheduler is None
+                               else self.scheduler.state_dict()),
+                 "loop": loop_state, "rng": rng}
+        with atomic_path(self.path) as tmp:
+            torch.save(state, tmp)
+            if self.path.exists():
+                os.replace(self.path, self.previous_path)
 
     def load(self) -> Optional[dict]:
         """The saved epoch-loop state after restoring everything else, or

@@ -10,8 +10,9 @@ import statistics
 import time
 import warnings
 from collections import Counter, defaultdict
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Set
+from typing import Callable, Dict, Iterable, Iterator, List, Set
 
 import torch
 
@@ -70,9 +71,7 @@ class ResultStore:
         """Add one record: the whole file is rewritten to a temporary file
         and renamed over the old one, so a kill never leaves half a line."""
         text = self.path.read_text() if self.path.exists() else ""
-        tmp = self.path.with_suffix(".jsonl.tmp")
-        tmp.write_text(text + json.dumps(record) + "\n")
-        os.replace(tmp, self.path)
+        atomic_write(self.path, text + json.dumps(record) + "\n")
 
     def write_reports(self, metric: str) -> None:
         """``leaderboard.md`` and ``curves.png`` from all records."""
@@ -96,9 +95,8 @@ def cached(cache: str | os.PathLike, name: str, make: Callable):
                           f"kept as {kept}, made again", stacklevel=2)
     data = make()
     cache.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(data, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(data, tmp)
     return data
 
 
@@ -115,13 +113,33 @@ def set_aside(path: Path) -> Path:
     return target
 
 
-def atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file renamed over it,
-    so a kill leaves the old file or the new one, never half of one."""
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path beside ``path`` (same suffix, for writers that go
+    by it) to write to; when the block ends it is renamed over ``path``, so
+    a kill leaves the old file or the new one, never half of one. If the
+    block raises, the temporary file is removed and ``path`` untouched."""
     path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    tmp = path.with_name(f"{path.stem}.tmp{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (:func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def save_figure(fig, path: str | os.PathLike) -> None:
+    """Save a matplotlib figure as ``path`` atomically and close it."""
+    import matplotlib.pyplot as plt
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
 
 
 def config_tag(config: dict) -> str:
@@ -187,7 +205,4 @@ def plot_curves(records: Iterable[dict], path: Path, metric: str) -> None:
         ax.set(title=dataset, xlabel="epoch", ylabel=f"valid {metric}")
         ax.legend(fontsize="small")
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)

@@ -1,43 +1,54 @@
-"""``gnnagg bench``: the papers' synthetic tasks, every aggregator side by
-side, on CPU and without downloads. Results go to ``OUT/suite.json`` after
-every (task, model) pair, so a killed run resumes; the leaderboard is
-printed and written to ``OUT/leaderboard.md``."""
+"""``gnnagg bench``: the papers' synthetic tasks, every layer kind side by
+side, on CPU and without downloads.
+
+A run is one size preset (:data:`PRESETS`: ``quick``, ``default``,
+``full``) and one seed. Its folder ``OUT/<preset>-seed<N>-<config tag>/``
+(the tag hashes the sizes, so results made with other sizes are never
+mixed in) holds ``suite.json``, rewritten after every (task, model) pair so
+a killed run resumes, ``leaderboard.md`` and three figures:
+``lookup.png``, ``extrapolation.png`` and ``multitask.png``."""
 from __future__ import annotations
 
 import json
 import math
-import os
 import time
-from functools import partial
 import warnings
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch_geometric.loader import DataLoader
 from torch_geometric.nn import global_max_pool, global_mean_pool
+from torch_geometric import seed_everything
 from tqdm.auto import tqdm
 
-from ..models import make_conv
+from ..models import LAYER_KINDS, make_conv
+from ..nn import TANGNNConv
 from ..nn.aggr import degree_histogram
+from .results import atomic_write, cached, config_tag, save_figure, set_aside
 from .synthetic import (GRAPH_TASKS, NODE_TASKS, degree_extrapolation,
                         dictionary_lookup, multitask_graphs)
-from .results import cached, set_aside
-from .training import seed_everything
 
-SUITE_MODELS = ("gat", "gatv2", "pna", "lcm", "gru", "topm", "sum", "mean",
-                "max")
-
-#: sizes of the default run (about 10 minutes on 2 CPU cores)
-FULL = {"lookup_k": (5, 10, 20), "lookup_graphs": 1000, "lookup_steps": 600,
-        "multitask_train": 512, "multitask_test": 256,
-        "multitask_epochs": 30, "extrapolation_train": 100,
-        "extrapolation_test": 10, "extrapolation_epochs": 60}
-QUICK = {"lookup_k": (4,), "lookup_graphs": 24, "lookup_steps": 6,
-         "multitask_train": 40, "multitask_test": 20, "multitask_epochs": 2,
-         "extrapolation_train": 10, "extrapolation_test": 2,
-         "extrapolation_epochs": 2}
+#: sizes of each preset: ``default`` is the main job (at most 3 minutes on
+#: 2 idle cores), ``full`` the longer suite, ``quick`` a smoke run
+PRESETS: Dict[str, Dict[str, Any]] = {
+    "full": {"lookup_k": [5, 10, 20], "lookup_graphs": 1000,
+             "lookup_steps": 600, "multitask_train": 512,
+             "multitask_test": 256, "multitask_epochs": 30,
+             "extrapolation_train": 100, "extrapolation_test": 10,
+             "extrapolation_epochs": 60},
+    "default": {"lookup_k": [5, 10, 20], "lookup_graphs": 300,
+                "lookup_steps": 250, "multitask_train": 192,
+                "multitask_test": 128, "multitask_epochs": 30,
+                "extrapolation_train": 40, "extrapolation_test": 5,
+                "extrapolation_epochs": 30},
+    "quick": {"lookup_k": [4], "lookup_graphs": 24, "lookup_steps": 6,
+              "multitask_train": 40, "multitask_test": 20,
+              "multitask_epochs": 2, "extrapolation_train": 10,
+              "extrapolation_test": 2, "extrapolation_epochs": 2},
+}
 
 
 class SuiteNet(torch.nn.Module):
@@ -62,7 +73,10 @@ class SuiteNet(torch.nn.Module):
     def forward(self, batch):
         h = self.encoder(batch.x)
         for conv in self.convs:
-            h = F.relu(conv(h, batch.edge_index))
+            if isinstance(conv, TANGNNConv):  # global attention per graph
+                h = F.relu(conv(h, batch.edge_index, batch.batch))
+            else:
+                h = F.relu(conv(h, batch.edge_index))
         if self.graph_head is None:
             return self.node_head(h)
         pooled = torch.cat([global_mean_pool(h, batch.batch),
@@ -221,10 +235,8 @@ def extrapolation_task(model: str, sizes: Dict, cache: Path, seed: int,
     return out
 
 
-def _save(path: Path, results: Dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    os.replace(tmp, path)
+LOOKUP_TITLE = "DictionaryLookup k={} (accuracy)"
+MULTITASK_TITLE = "PNA multitask (log10 MSE)"
 
 
 def _load(path: Path) -> Dict:
@@ -233,14 +245,14 @@ def _load(path: Path) -> Dict:
     if not path.exists():
         return {}
     try:
-        results = json.loads(path.read_text())
+        results = json.loads(path.read_text())["results"]
         if not isinstance(results, dict) or not all(
                 isinstance(v, dict) for v in results.values()):
             raise ValueError("not a table of results per task")
         return results
-    except ValueError as error:  # JSONDecodeError is one
+    except (ValueError, KeyError, TypeError) as error:
         kept = set_aside(path)
-        warnings.warn(f"{path} is damaged ({error}); kept as {kept}, its "
+        warnings.warn(f"{path} is damaged ({error!r}); kept as {kept}, its "
                       f"tasks will be run again", stacklevel=2)
         return {}
 
@@ -260,36 +272,120 @@ def suite_tables(results: Dict) -> str:
     return "\n\n".join(tables) + "\n"
 
 
-def run_suite(out_dir: str, quick: bool = False, seed: int = 0,
-              models: Sequence[str] = SUITE_MODELS) -> Dict:
-    """Run every task for every model not yet in ``out_dir/suite.json``
-    (``suite-quick.json`` for ``quick``; ``-seed<N>`` added for a seed other
-    than 0, so each seed keeps its own results)."""
-    sizes: Dict[str, Any] = QUICK if quick else FULL
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    suffix = ("-quick" if quick else "") + (f"-seed{seed}" if seed else "")
-    path = out / f"suite{suffix}.json"
+def suite_figures(results: Dict, sizes: Dict, folder: Path) -> List[Path]:
+    """The suite's figures, written atomically into ``folder``: test
+    accuracy against k on DictionaryLookup, error against the number of
+    neighbours (log axes) for each extrapolation target, and the average
+    log10 MSE of each model on PNA's multitask benchmark."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    written = []
+    models = list(dict.fromkeys(m for by_model in results.values()
+                                for m in by_model))
+    ks = [k for k in sizes["lookup_k"] if LOOKUP_TITLE.format(k) in results]
+    if ks:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for model in models:
+            points = [(k, results[LOOKUP_TITLE.format(k)][model]["test_acc"])
+                      for k in ks if model in results[LOOKUP_TITLE.format(k)]]
+            ax.plot(*zip(*points), marker="o", label=model)
+        ax.plot(ks, [1 / k for k in ks], "k:", label="chance (1/k)")
+        ax.set(xlabel="k (keys)", ylabel="test accuracy", ylim=(0, 1.02),
+               title="DictionaryLookup (GATv2 paper)", xticks=ks)
+        ax.legend(fontsize="small", ncol=2)
+        fig.tight_layout()
+        written.append(folder / "lookup.png")
+        save_figure(fig, written[-1])
+    targets = [(t, title) for t, (title, _) in EXTRAPOLATION.items()
+               if title in results]
+    if targets:
+        fig, axes = plt.subplots(1, len(targets), squeeze=False,
+                                 figsize=(5.5 * len(targets), 4))
+        for ax, (target, title) in zip(axes[0], targets):
+            for model, metrics in results[title].items():
+                degrees = [int(c[len("mse_d"):]) for c in metrics
+                           if c.startswith("mse_d")]
+                ax.plot(degrees, [max(metrics[f"mse_d{d}"], 1e-8)
+                                  for d in degrees], marker="o", label=model)
+            trained = list(EXTRAPOLATION[target][1])
+            ax.axvspan(trained[0], trained[-1], color="grey", alpha=0.15,
+                       label="training degrees")
+            ax.set(xscale="log", yscale="log", xlabel="neighbours",
+                   ylabel="test MSE", title=f"extrapolation: {target}")
+            ax.legend(fontsize="x-small", ncol=2)
+        fig.tight_layout()
+        written.append(folder / "extrapolation.png")
+        save_figure(fig, written[-1])
+    if MULTITASK_TITLE in results:
+        by_model = results[MULTITASK_TITLE]
+        fig, ax = plt.subplots(figsize=(6, 4))
+        names = list(by_model)
+        width = 0.4
+        for offset, (column, label) in enumerate(
+                (("average", "15-24 nodes (as trained)"),
+                 ("large_average", "25-40 nodes"))):
+            ax.bar([i + (offset - 0.5) * width for i in range(len(names))],
+                   [by_model[m][column] for m in names], width, label=label)
+        ax.set_xticks(range(len(names)), names, rotation=45)
+        ax.axhline(0, color="k", linewidth=0.5)
+        ax.set(ylabel="average log10 MSE (lower is better)",
+               title="PNA multitask benchmark")
+        ax.legend(fontsize="small")
+        fig.tight_layout()
+        written.append(folder / "multitask.png")
+        save_figure(fig, written[-1])
+    return written
+
+
+def suite_folder(out_dir: str | Path, preset: str, seed: int) -> Path:
+    """Where one preset and seed keep their results: the folder name carries
+    the preset, the seed and a hash of the sizes."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of "
+                         f"{', '.join(PRESETS)}")
+    return Path(out_dir) / (f"{preset}-seed{seed}-"
+                            f"{config_tag(PRESETS[preset])}")
+
+
+def run_suite(out_dir: str | Path, preset: str = "default", seed: int = 0,
+              models: Sequence[str] = LAYER_KINDS) -> Dict:
+    """Run every task for every model not yet in the run's ``suite.json``
+    (:func:`suite_folder`), then write the leaderboard and the figures and
+    print them. Returns ``results`` (task -> model -> metrics), the run's
+    ``folder``, the ``figures`` written and the ``seconds`` each (task,
+    model) pair trained in this call."""
+    folder = suite_folder(out_dir, preset, seed)
+    sizes = PRESETS[preset]
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "suite.json"
     results = _load(path)
-    cache = out / "cache"
+    cache = Path(out_dir) / "cache"
     tasks: Dict[str, Callable[[str], Dict[str, float]]] = {
-        f"DictionaryLookup k={k} (accuracy)": partial(
-            lookup_task, k=k, sizes=sizes, cache=cache, seed=seed)
+        LOOKUP_TITLE.format(k): partial(lookup_task, k=k, sizes=sizes,
+                                        cache=cache, seed=seed)
         for k in sizes["lookup_k"]}
-    tasks["PNA multitask (log10 MSE)"] = partial(
-        multitask_task, sizes=sizes, cache=cache, seed=seed)
+    tasks[MULTITASK_TITLE] = partial(multitask_task, sizes=sizes,
+                                     cache=cache, seed=seed)
     for target, (title, _) in EXTRAPOLATION.items():
         tasks[title] = partial(extrapolation_task, sizes=sizes, cache=cache,
                                seed=seed, target=target)
+    seconds = {}
     for task, run in tasks.items():
         for model in tqdm(models, desc=task):
             if model in results.get(task, {}):
                 continue
+            start = time.perf_counter()
             results.setdefault(task, {})[model] = run(model)
-            _save(path, results)
+            seconds[f"{task} / {model}"] = time.perf_counter() - start
+            atomic_write(path, json.dumps(
+                {"preset": preset, "seed": seed, "sizes": sizes,
+                 "results": results}, indent=1))
     board = suite_tables(results)
-    tmp = out / f"leaderboard{suffix}.md.tmp"
-    tmp.write_text(board)
-    os.replace(tmp, out / f"leaderboard{suffix}.md")
+    atomic_write(folder / "leaderboard.md", board)
+    figures = suite_figures(results, sizes, folder)
     print(board)
-    return results
+    print(f"results: {path}\ntables: {folder / 'leaderboard.md'}\n"
+          f"figures: " + ", ".join(str(f) for f in figures))
+    return {"results": results, "folder": folder, "figures": figures,
+            "seconds": seconds}

@@ -1,12 +1,10 @@
 """The epoch loop every runner shares, and the loop over seeds."""
 from __future__ import annotations
 
-import random
 import time
 from typing import Any, Callable, Dict, Optional
 
-import numpy as np
-import torch
+from torch_geometric import seed_everything
 from tqdm.auto import tqdm
 
 from .checkpoint import Checkpoint
@@ -87,12 +85,6 @@ def fit(train_epoch: Callable[[int], float],
             "time_per_epoch_s": state["seconds"] / max(done, 1),
             "wall_seconds": state.get("wall_seconds", 0.0),
             "resumed_from_epoch": resumed_from_epoch, "curve": curve}
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def run_seeds(store: ResultStore, dataset: str, model: str, config: dict,

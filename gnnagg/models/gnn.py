@@ -11,26 +11,21 @@ from torch_geometric.nn import SAGEConv, global_mean_pool
 
 from ..nn import GATConv, GATv2Conv, PNAConv, TANGNNConv
 from ..nn.conv.inputs import check_features
+from .registry import LAYER_KINDS, MODELS
 from ..nn.aggr import (LCMAggregation, MaxAggregation, MeanAggregation,
                        RecurrentAggregation, SumAggregation,
                        TopMAttentionAggregation)
-
-#: layer kinds of :class:`GNN`, and whether each reads edge features
-CONVS = {"gat": True, "gatv2": True, "pna": True, "lcm": False,
-         "gru": False, "topm": False, "sum": False, "mean": False,
-         "max": False, "tangnn": False}
-
 
 def make_conv(kind: str, in_channels: int, out_channels: int,
               edge_dim: Optional[int] = None, deg: Optional[Tensor] = None,
               heads: int = 4, m: int = 32) -> torch.nn.Module:
     """A layer mapping ``in_channels`` to ``out_channels`` features, of one
-    of the :data:`CONVS` kinds. Aggregator kinds (``lcm``, ``gru``, ``topm``,
-    ``sum``, ``mean``, ``max``) are PyG's ``SAGEConv`` with a gnnagg
-    aggregation as ``aggr=``."""
-    if kind not in CONVS:
+    of the :data:`~gnnagg.models.registry.LAYER_KINDS`. Aggregator kinds
+    (``lcm``, ``gru``, ``topm``, ``sum``, ``mean``, ``max``) are PyG's
+    ``SAGEConv`` with a gnnagg aggregation as ``aggr=``."""
+    if kind not in LAYER_KINDS:
         raise ValueError(f"unknown layer kind {kind!r}; choose one of "
-                         f"{sorted(CONVS)}")
+                         f"{', '.join(LAYER_KINDS)}")
     if kind in ("gat", "gatv2"):
         if out_channels % heads:
             raise ValueError(f"hidden size {out_channels} must be divisible "
@@ -91,8 +86,8 @@ class GNN(torch.nn.Module):
                  heads: int = 4, m: int = 32, batch_norm: bool = True):
         super().__init__()
         self.graph_level, self.dropout = graph_level, dropout
-        self.uses_edges = CONVS.get(conv, False) and (molecular or
-                                                      edge_dim is not None)
+        self.uses_edges = conv in MODELS and MODELS[conv].edge_features \
+            and (molecular or edge_dim is not None)
         if molecular:
             from ogb.graphproppred.mol_encoder import AtomEncoder, BondEncoder
             self.encoder = AtomEncoder(hidden_channels)

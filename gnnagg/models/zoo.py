@@ -1,4 +1,5 @@
-"""Model names the runners accept, and how each is built per task."""
+"""How each registered model (:mod:`gnnagg.models.registry`) is built for a
+node or graph task."""
 from __future__ import annotations
 
 from typing import Optional
@@ -8,30 +9,8 @@ from torch import Tensor
 
 from .gat import GATPaperNet
 from .gnn import GNN
+from .registry import check_model
 from .tangnn import TANGNN
-
-#: name -> what it is
-MODELS = {
-    "gat": "GAT (static attention)",
-    "gatv2": "GATv2 (dynamic attention)",
-    "pna": "PNA (mean/min/max/std x identity/amplification/attenuation)",
-    "lcm": "learnable commutative monoid aggregation (GRU operator)",
-    "gru": "recurrent GRU aggregation over a random neighbour order "
-           "(the LCM paper's baseline)",
-    "topm": "top-m attention aggregation",
-    "tangnn": "TANGNN (neighbours + global top-m attention)",
-    "tangnn_lc": "TANGNN-LC (layer outputs concatenated)",
-    "sum": "sum aggregation baseline",
-    "mean": "mean aggregation baseline",
-    "max": "max aggregation baseline",
-}
-
-
-def check_model(name: str) -> str:
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of "
-                         f"{', '.join(MODELS)}")
-    return name
 
 
 def build_model(name: str, in_channels: int, out_channels: int,

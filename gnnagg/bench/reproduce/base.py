@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import torch
+from torch_geometric import seed_everything
 from tqdm.auto import tqdm
 
 from ..checkpoint import Checkpoint
-from ..results import ResultStore, atomic_write, config_tag
-from ..training import check_positive, fit, seed_everything
+from ..results import ResultStore, atomic_path, atomic_write, config_tag
+from ..training import check_positive, fit
 
 
 class Run(NamedTuple):
@@ -229,8 +230,7 @@ def write_summary(reproduction: Reproduction, protocol: Dict,
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        path = store.out_dir / "figure.png"
-        reproduction.figure(summary, records, path.with_suffix(".tmp.png"))
+        with atomic_path(store.out_dir / "figure.png") as tmp:
+            reproduction.figure(summary, records, tmp)
         plt.close("all")
-        path.with_suffix(".tmp.png").replace(path)
     return summary

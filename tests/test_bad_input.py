@@ -16,6 +16,7 @@ from gnnagg.cli import main
 from gnnagg.nn import GATConv, GATv2Conv, PNAConv, TANGNNConv
 from gnnagg.nn import aggr
 from gnnagg import ops
+from gnnagg.loader import sample_neighbors
 
 EDGES = torch.tensor([[0, 1, 2, 3, 3], [1, 2, 0, 0, 1]])
 DEG = torch.tensor([1, 2, 1])
@@ -287,23 +288,23 @@ KERNEL_ERRORS = [
 ]
 SAMPLER = (torch.tensor([0, 1, 2, 3]), torch.tensor([1, 2, 0]))
 SAMPLER_ERRORS = [
-    (lambda: ops.sample_neighbors(SAMPLER[0], torch.tensor([1, 2, 7]),
+    (lambda: sample_neighbors(SAMPLER[0], torch.tensor([1, 2, 7]),
                                   torch.tensor([0]), [2]), ValueError,
      "row holds node ids outside"),
-    (lambda: ops.sample_neighbors(torch.tensor([0, 2, 1, 3]), SAMPLER[1],
+    (lambda: sample_neighbors(torch.tensor([0, 2, 1, 3]), SAMPLER[1],
                                   torch.tensor([0]), [2]), ValueError,
      "colptr"),
-    (lambda: ops.sample_neighbors(*SAMPLER, torch.tensor([0.5]), [2]),
+    (lambda: sample_neighbors(*SAMPLER, torch.tensor([0.5]), [2]),
      TypeError, "seeds must be"),
-    (lambda: ops.sample_neighbors(*SAMPLER, torch.tensor([5]), [2]),
+    (lambda: sample_neighbors(*SAMPLER, torch.tensor([5]), [2]),
      ValueError, "seed nodes must lie"),
-    (lambda: ops.sample_neighbors(*SAMPLER, torch.tensor([-1]), [2]),
+    (lambda: sample_neighbors(*SAMPLER, torch.tensor([-1]), [2]),
      ValueError, "seed nodes must lie"),
-    (lambda: ops.sample_neighbors(*SAMPLER, torch.tensor([1, 1]), [2]),
+    (lambda: sample_neighbors(*SAMPLER, torch.tensor([1, 1]), [2]),
      ValueError, "distinct"),
-    (lambda: ops.sample_neighbors(*SAMPLER, torch.tensor([1]), [2.5]),
+    (lambda: sample_neighbors(*SAMPLER, torch.tensor([1]), [2.5]),
      TypeError, "num_neighbors"),
-    (lambda: ops.sample_neighbors(SAMPLER[0].float(), SAMPLER[1],
+    (lambda: sample_neighbors(SAMPLER[0].float(), SAMPLER[1],
                                   torch.tensor([1]), [2]), TypeError,
      "colptr"),
 ]

@@ -8,7 +8,8 @@ import torch
 from gnnagg.nn import GATConv, GATv2Conv, PNAConv, TANGNNConv
 from gnnagg.nn.aggr import (LCMAggregation, MultiAggregation,
                             TopMAttentionAggregation, degree_histogram)
-from gnnagg.ops import build_csr, sample_neighbors
+from gnnagg.loader import sample_neighbors
+from gnnagg.ops import build_csr
 
 from conftest import random_graph
 

@@ -3,7 +3,9 @@ import torch
 from hypothesis import given, settings, strategies as st
 from torch_geometric.utils import softmax as pyg_softmax
 
-from gnnagg.ops import (build_csr, csr_view, gatv2_score, permute_rows,
+from gnnagg.nn.conv.loop_features import self_loop_edge_features
+from gnnagg.ops import (build_csr, csr_view, degree_scaled_linear, gatv2_score,
+                        permute_rows,
                         segment_reduce, segment_softmax, set_backend,
                         weighted_aggregate)
 from gnnagg.ops.backend import get_backend, has_torch_scatter, uses_torch_scatter
@@ -104,7 +106,7 @@ def test_loop_features_match_pyg(fill):
     ei, ea = remove_self_loops(edge_index, edge_attr)
     _, expected = add_self_loops(ei, ea, fill_value=fill, num_nodes=9)
     csr = build_csr(edge_index, 9, 9, True)
-    torch.testing.assert_close(csr.add_loop_features(edge_attr, fill),
+    torch.testing.assert_close(self_loop_edge_features(csr, edge_attr, fill),
                                expected)
 
 
@@ -196,6 +198,26 @@ def test_degree_groups_and_permute_rows():
     torch.testing.assert_close(permute_rows(x, order, position), x[order])
     assert torch.autograd.gradcheck(
         lambda t: permute_rows(t, order, position), (x,))
+
+
+@pytest.mark.parametrize("max_groups", [32, 0])  # grouped, per scaler
+def test_degree_scaled_linear_matches_scaled_copies(max_groups):
+    csr = csr_view(skewed_graph(12), 12)
+    x = torch.randn(12, 5, dtype=torch.double, requires_grad=True)
+    weight = torch.randn(3, 4, 5, dtype=torch.double, requires_grad=True)
+
+    def scale(degrees):  # three scalars per degree, as PNA's scalers
+        d = degrees.double()
+        return torch.stack([torch.ones_like(d), torch.log1p(d), 1 / (d + 1)],
+                           dim=-1)
+
+    factors = scale(csr.degree)  # the N x S K input the kernel avoids
+    expected = torch.einsum("ns,sok,nk->no", factors, weight, x)
+    out = degree_scaled_linear(x, weight, scale, csr, max_groups)
+    torch.testing.assert_close(out, expected)
+    assert torch.autograd.gradcheck(
+        lambda a, w: degree_scaled_linear(a, w, scale, csr, max_groups),
+        (x, weight))
 
 
 def test_weighted_aggregate_matches_gather_scatter():

@@ -21,9 +21,9 @@ from torch_geometric.data import Data
 
 from gnnagg.bench.ogb import run_ogb
 from gnnagg.bench.results import ResultStore
-from gnnagg.loader import neighbor_loader
+from gnnagg.loader import neighbor_loader, sample_neighbors
 from gnnagg.models.gnn import GNN
-from gnnagg.ops import build_csr, sample_neighbors
+from gnnagg.ops import build_csr
 
 from conftest import SHARED, random_graph
 

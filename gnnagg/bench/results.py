@@ -115,12 +115,13 @@ def set_aside(path: Path) -> Path:
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """A temporary path beside ``path`` (same suffix, for writers that go
-    by it) to write to; when the block ends it is renamed over ``path``, so
-    a kill leaves the old file or the new one, never half of one. If the
-    block raises, the temporary file is removed and ``path`` untouched."""
+    """A temporary path beside ``path`` (``<name>.tmp``, which no pattern
+    for the finished files matches) to write to; when the block ends it is
+    renamed over ``path``, so a kill leaves the old file or the new one,
+    never half of one. If the block raises, the temporary file is removed
+    and ``path`` untouched."""
     path = Path(path)
-    tmp = path.with_name(f"{path.stem}.tmp{path.suffix}")
+    tmp = path.with_name(path.name + ".tmp")
     try:
         yield tmp
         os.replace(tmp, path)
@@ -135,10 +136,11 @@ def atomic_write(path: str | os.PathLike, text: str) -> None:
 
 
 def save_figure(fig, path: str | os.PathLike) -> None:
-    """Save a matplotlib figure as ``path`` atomically and close it."""
+    """Save a matplotlib figure as ``path`` atomically (in the format of
+    its suffix) and close it."""
     import matplotlib.pyplot as plt
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
+        fig.savefig(tmp, format=Path(path).suffix.lstrip("."), dpi=110)
     plt.close(fig)
 
 

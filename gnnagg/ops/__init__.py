@@ -3,11 +3,11 @@ where it saves time or memory."""
 from .backend import get_backend, has_torch_scatter, set_backend
 from .csr import (CSRGraph, build_csr, cached_views, check_edge_index,
                   clear_csr_cache, csr_from_index, csr_of_adjacency, csr_view)
+from .degree_linear import MAX_DEGREE_GROUPS, degree_scaled_linear
 from .dynamic_attention import gatv2_score
 from .permute import permute_rows
 from .statistics import (message_stats, neighbor_stats, segment_stats,
                          shift_stats)
-from .sampling import SampledSubgraph, sample_neighbors
 from .library import generic_forced, use_generic
 from .message_attention import message_attention
 from .segment import (gather_reduce, message_counts, reduce_messages,
@@ -26,6 +26,6 @@ __all__ = [
     "segment_stats", "neighbor_stats", "shift_stats", "segment_softmax",
     "message_softmax",
     "segment_tree_reduce", "segment_topm", "weighted_aggregate",
-    "gatv2_score", "message_attention", "sample_neighbors",
-    "SampledSubgraph", "permute_rows",
+    "gatv2_score", "message_attention", "permute_rows",
+    "degree_scaled_linear", "MAX_DEGREE_GROUPS",
 ]

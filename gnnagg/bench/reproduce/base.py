@@ -14,7 +14,7 @@ from torch_geometric import seed_everything
 from tqdm.auto import tqdm
 
 from ..checkpoint import Checkpoint
-from ..results import ResultStore, atomic_path, atomic_write, config_tag
+from ..results import ResultStore, atomic_write, config_tag, save_figure
 from ..training import check_positive, fit
 
 
@@ -65,8 +65,9 @@ class Reproduction:
         where there are several)."""
         raise NotImplementedError
 
-    def figure(self, summary: Dict[str, Any], records: List[Dict],
-               path: Path) -> None:
+    def figure(self, summary: Dict[str, Any],
+               records: List[Dict]) -> Any:
+        """The paper's figure for ``summary``: a matplotlib ``Figure``."""
         raise NotImplementedError
 
     def headline(self, summary: Dict[str, Any]) -> Tuple[str, str]:
@@ -229,8 +230,6 @@ def write_summary(reproduction: Reproduction, protocol: Dict,
     if records:
         import matplotlib
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        with atomic_path(store.out_dir / "figure.png") as tmp:
-            reproduction.figure(summary, records, tmp)
-        plt.close("all")
+        save_figure(reproduction.figure(summary, records),
+                    store.out_dir / "figure.png")
     return summary

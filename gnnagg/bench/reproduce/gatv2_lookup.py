@@ -141,8 +141,8 @@ class DictionaryLookup(Reproduction):
         return {f"train_acc_k{k}": record["valid"],
                 f"test_acc_k{k}": record["test"]}
 
-    def figure(self, summary: Dict[str, Any], records: List[Dict],
-               path: Path) -> None:
+    def figure(self, summary: Dict[str, Any],
+               records: List[Dict]) -> Any:
         """Accuracy against k (the paper's Figure 3): test solid, train
         dashed."""
         import matplotlib.pyplot as plt
@@ -158,7 +158,7 @@ class DictionaryLookup(Reproduction):
                title="DictionaryLookup")
         ax.legend(fontsize="small", ncol=2)
         fig.tight_layout()
-        fig.savefig(path)
+        return fig
 
     def headline(self, summary: Dict[str, Any]) -> Tuple[str, str]:
         ks = summary["protocol"]["tasks"]

@@ -162,8 +162,8 @@ class SecondMinimum(Reproduction):
     def metrics(self, record: Dict[str, Any]) -> Dict[str, float]:
         return {"valid_acc": record["valid"], **record["final"]}
 
-    def figure(self, summary: Dict[str, Any], records: List[Dict],
-               path: Path) -> None:
+    def figure(self, summary: Dict[str, Any],
+               records: List[Dict]) -> Any:
         """Exact-match accuracy against set size (log axis), one line per
         model (final weights, mean over seeds)."""
         import matplotlib.pyplot as plt
@@ -177,7 +177,7 @@ class SecondMinimum(Reproduction):
                ylim=(0, 1.02), title="second minimum (trained on 2-16)")
         ax.legend(fontsize="small")
         fig.tight_layout()
-        fig.savefig(path)
+        return fig
 
     def headline(self, summary: Dict[str, Any]) -> Tuple[str, str]:
         top = summary["protocol"]["test_sizes"][-1]

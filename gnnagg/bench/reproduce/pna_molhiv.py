@@ -156,8 +156,8 @@ class PNAMolhiv(Reproduction):
                 "valid_rocauc": record["valid"],
                 "parameters": record["params"]}
 
-    def figure(self, summary: Dict[str, Any], records: List[Dict],
-               path: Path) -> None:
+    def figure(self, summary: Dict[str, Any],
+               records: List[Dict]) -> Any:
         """Validation and test ROC-AUC per epoch (mean over seeds), the
         paper's test mean +- std as a band."""
         import matplotlib.pyplot as plt
@@ -176,7 +176,7 @@ class PNAMolhiv(Reproduction):
         ax.set(xlabel="epoch", ylabel="ROC-AUC", title="PNA on ogbg-molhiv")
         ax.legend(fontsize="small")
         fig.tight_layout()
-        fig.savefig(path)
+        return fig
 
     def headline(self, summary: Dict[str, Any]) -> Tuple[str, str]:
         n = summary["ours"].get("pna", {}).get("test_rocauc", {}).get("n", 0)

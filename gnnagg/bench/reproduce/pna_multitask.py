@@ -197,8 +197,8 @@ class PNAMultitask(Reproduction):
                 **{f"{name}_log10_mse": best[f"test_{name}"]
                    for name in TASKS}}
 
-    def figure(self, summary: Dict[str, Any], records: List[Dict],
-               path: Path) -> None:
+    def figure(self, summary: Dict[str, Any],
+               records: List[Dict]) -> Any:
         """Average log10 MSE per model, paper beside ours (lower is
         better), and ours per task."""
         import matplotlib.pyplot as plt
@@ -227,7 +227,7 @@ class PNAMultitask(Reproduction):
         right.set(ylabel="log10 MSE", title="ours per task")
         right.legend(fontsize="small")
         fig.tight_layout()
-        fig.savefig(path)
+        return fig
 
     def headline(self, summary: Dict[str, Any]) -> Tuple[str, str]:
         models = ("pna", "mpnn-sum", "gat", "gin")

@@ -169,8 +169,8 @@ class SumExtrapolation(Reproduction):
         return {f"{task}_{name}": record["final"][name] for name in (
             "mae_in_range", "mae_out_of_range", "rel_err_out_of_range")}
 
-    def figure(self, summary: Dict[str, Any], records: List[Dict],
-               path: Path) -> None:
+    def figure(self, summary: Dict[str, Any],
+               records: List[Dict]) -> Any:
         """Heat maps of log10 relative error |pred - c| / c over (k, c),
         mean over seeds; the box is the training range."""
         import matplotlib.pyplot as plt
@@ -202,7 +202,7 @@ class SumExtrapolation(Reproduction):
                        title=f"{task.upper()} {model} (n={len(runs)})")
                 fig.colorbar(image, ax=ax, label="log10 |pred-c|/c")
         fig.tight_layout()
-        fig.savefig(path)
+        return fig
 
     def headline(self, summary: Dict[str, Any]) -> Tuple[str, str]:
         return ("sum's error outside the training range far beyond mean's "

@@ -107,8 +107,8 @@ class TANGNNCora(Reproduction):
                 "test_f1_weighted": best["test_f1_weighted"],
                 "test_acc": best["test_acc"], "valid_acc": record["valid"]}
 
-    def figure(self, summary: Dict[str, Any], records: List[Dict],
-               path: Path) -> None:
+    def figure(self, summary: Dict[str, Any],
+               records: List[Dict]) -> Any:
         """Test ROC-AUC and weighted F1 per model (mean +- std over
         seeds)."""
         import matplotlib.pyplot as plt
@@ -127,7 +127,7 @@ class TANGNNCora(Reproduction):
                "validation accuracy")
         ax.legend(loc="upper center", ncol=2)
         fig.tight_layout()
-        fig.savefig(path)
+        return fig
 
     def headline(self, summary: Dict[str, Any]) -> Tuple[str, str]:
         return ("not available here",

@@ -17,6 +17,8 @@ from .fusion import (FUSED_PRODUCT_HOOKS, FusedMessagePassing, has_hooks,
                      message_path_needed)
 from .inputs import (check_edge_features, check_features,
                      edge_index_and_sizes, layer_dtype)
+from .loop_features import self_loop_edge_features
+
 
 class AttentionConv(FusedMessagePassing):
     r"""Mixin of attention layers that derive from PyG's namesake: PyG's
@@ -124,7 +126,7 @@ class AttentionConv(FusedMessagePassing):
             edge_attr = edge_attr.view(-1, 1)
         check_edge_features(edge_attr, self.edge_dim, csr.num_input_edges,
                             layer_dtype(self))
-        edge_attr = csr.add_loop_features(edge_attr, self.fill_value)
+        edge_attr = self_loop_edge_features(csr, edge_attr, self.fill_value)
         return csr.to_csr_order(edge_attr)
 
     def _merge_heads(self, out: Tensor, res: Optional[Tensor]) -> Tensor:

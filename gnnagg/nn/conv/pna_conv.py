@@ -9,8 +9,9 @@ from torch import Tensor
 from torch_geometric.nn.conv import PNAConv as PyGPNAConv
 from torch_geometric.typing import SparseTensor
 
-from ...ops import (CSRGraph, csr_view, neighbor_stats, permute_rows,
-                   segment_stats, shift_stats)
+from ...ops import (MAX_DEGREE_GROUPS, CSRGraph, csr_view,
+                   degree_scaled_linear, neighbor_stats, segment_stats,
+                   shift_stats)
 from ..aggr import DegreeScalerAggregation, StatAggregation
 from .fusion import (MESSAGE_HOOKS, PROPAGATE_HOOKS, FusedMessagePassing,
                      message_path_needed)
@@ -133,43 +134,27 @@ class PNAConv(FusedMessagePassing, PyGPNAConv):
         return self.lin(out)
 
     #: distinct in-degrees up to which :meth:`_post` builds one matrix per
-    #: degree (molecules: a handful) instead of one product per scaler.
-    MAX_DEGREE_GROUPS = 32
+    #: degree (see :func:`~gnnagg.ops.degree_scaled_linear`)
+    MAX_DEGREE_GROUPS = MAX_DEGREE_GROUPS
 
     def _post(self, tower: int, x: Tensor, aggregated: Tensor,
               csr: CSRGraph) -> Tensor:
         r""":math:`U` of one tower. Its first linear map acts on
         :math:`[\mathbf{x}_i \Vert s_1(d_i) \mathbf{a}_i \Vert \dots \Vert
         s_S(d_i) \mathbf{a}_i]` and is computed as :math:`W_x \mathbf{x}_i +
-        W_{d_i} \mathbf{a}_i + b` with :math:`W_d = \sum_s s(d) W_s`: one
-        matrix per distinct degree (up to :attr:`MAX_DEGREE_GROUPS` of them,
-        nodes grouped by degree; not under ``torch.compile``, where the
-        groups' sizes would be data), else one product with all :math:`W_s`
-        stacked, scaled per node and summed. The ``N x (1 + S A) F`` input
-        is never built, in forward or backward."""
+        \sum_s s(d_i) W_s \mathbf{a}_i + b`
+        (:func:`~gnnagg.ops.degree_scaled_linear`): the ``N x (1 + S A) F``
+        input is never built, in forward or backward."""
         nn = self.post_nns[tower]
         first = nn[0]
         num_scalers = len(self.aggr_module.scaler)
         w_x, w_aggr = first.weight.split(
             [self.F_in, first.weight.size(1) - self.F_in], dim=1)
         w_scalers = w_aggr.view(self.F_out, num_scalers, -1).transpose(0, 1)
-        # the grouping's sizes are data: not while torch.compile traces
-        grouped = not torch.compiler.is_compiling() and \
-            0 < len(csr.degree_groups[3]) <= self.MAX_DEGREE_GROUPS
-        if grouped:
-            degrees, order, position, sizes = csr.degree_groups
-            factors = self.aggr_module.factors(degrees, x.dtype)
-            w_degree = torch.einsum("gs,sok->gok", factors, w_scalers)
-            grouped = permute_rows(aggregated, order, position).split(sizes)
-            h = permute_rows(torch.cat([part @ w.t() for part, w in
-                                        zip(grouped, w_degree.unbind(0))]),
-                             position, order)
-        else:
-            factors = self.aggr_module.factors(csr.degree, x.dtype)
-            per_scaler = aggregated @ w_scalers.reshape(
-                num_scalers * self.F_out, -1).t()
-            h = (per_scaler.view(-1, num_scalers, self.F_out) *
-                 factors.unsqueeze(-1)).sum(1)
+        h = degree_scaled_linear(
+            aggregated, w_scalers,
+            lambda degrees: self.aggr_module.factors(degrees, x.dtype), csr,
+            self.MAX_DEGREE_GROUPS)
         h = h.addmm(x, w_x.t())
         if first.bias is not None:
             h = h + first.bias

@@ -5,7 +5,7 @@ packages that have no wheels for every torch. :class:`NeighborSampler`
 keeps PyG's sampler (its CSC graph, :class:`~torch_geometric.sampler.
 SamplerOutput`, and everything the loader builds from it) and uses those
 packages when installed; without them, homogeneous sampling runs on
-:func:`gnnagg.ops.sample_neighbors` (pure torch, uniform without
+:func:`gnnagg.loader.sample_neighbors` (pure torch, uniform without
 replacement).
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from torch_geometric.loader import NeighborLoader
 from torch_geometric.sampler import NeighborSampler as PyGNeighborSampler
 from torch_geometric.sampler import SamplerOutput
 
-from .ops import sample_neighbors
+from .sampling import sample_neighbors
 
 
 def has_compiled_sampler() -> bool:

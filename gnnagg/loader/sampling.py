@@ -17,7 +17,6 @@ import torch
 from torch import Tensor
 
 
-
 class SampledSubgraph(NamedTuple):
     """``node``: global id of each local node (seeds first); ``row`` /
     ``col``: local source / destination of each sampled edge; ``edge``: its

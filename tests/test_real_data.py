@@ -9,6 +9,8 @@ from gnnagg.models import GATPaperNet
 
 from conftest import SHARED, needs_cora
 
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
 
 
 def test_missing_raw_files_are_named(tmp_path):

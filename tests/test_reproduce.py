@@ -25,6 +25,8 @@ from gnnagg.nn.aggr import LCMAggregation, SumAggregation
 
 from conftest import SHARED, needs_cora
 
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
 
 def _options(name, molhiv_root):
     if name == "pna-molhiv":

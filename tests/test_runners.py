@@ -21,6 +21,8 @@ from gnnagg.nn.aggr import degree_histogram
 
 from conftest import SHARED, SMILES, needs_cora
 
+pytestmark = pytest.mark.integration
+
 
 def test_prepared_molhiv_loads_with_ogb_unchanged(molhiv_root, hiv_csv):
     from gnnagg.bench.ogb import load_ogb

@@ -27,6 +27,8 @@ from gnnagg.ops import build_csr
 
 from conftest import SHARED, random_graph
 
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
 REPO = Path(__file__).resolve().parents[1]
 
 

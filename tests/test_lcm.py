@@ -189,6 +189,7 @@ def test_recurrent_aggregation_values_and_gradients_match_torch_rnn(cell):
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.slow
 def test_recurrent_backward_is_linear_in_the_degree():
     # PyTorch's RNN backward zero-fills the whole input per step (quadratic
     # in the degree: minutes at 100,000 neighbours). Count the elements the

@@ -25,7 +25,8 @@ from torch import Tensor
 from torch.utils.weak import WeakIdKeyDictionary
 from torch_geometric import EdgeIndex
 from torch_geometric.typing import SparseTensor
-from torch_geometric.utils import is_torch_sparse_tensor, to_edge_index
+from torch_geometric.utils import (cumsum, is_torch_sparse_tensor,
+                                   to_edge_index)
 
 #: ``edge_index`` -> the CSR views built from it, held weakly (an entry
 #: goes with its tensor); nothing is stored on the caller's tensors.
@@ -116,7 +117,7 @@ class CSRGraph:
         ``col_t`` is the destination and ``slot_t`` the CSR slot of each."""
         slot_t = torch.argsort(self.col, stable=True)
         counts = _counts(self.col, self.num_src)
-        rowptr_t = _rowptr_from_counts(counts)
+        rowptr_t = cumsum(counts)
         return rowptr_t, self.row[slot_t], slot_t
 
     @cached_property
@@ -175,12 +176,6 @@ def _counts(index: Tensor, length: int) -> Tensor:
     return torch.bincount(index, minlength=length)
 
 
-def _rowptr_from_counts(counts: Tensor) -> Tensor:
-    rowptr = counts.new_zeros(counts.numel() + 1)
-    torch.cumsum(counts, 0, out=rowptr[1:])
-    return rowptr
-
-
 def check_edge_index(edge_index: Tensor, num_src: int, num_dst: int) -> None:
     """Raise ``ValueError`` unless ``edge_index`` is a ``(2, E)`` integer
     tensor whose sources are in ``[0, num_src)`` and destinations in
@@ -230,7 +225,7 @@ def build_csr(edge_index: Tensor, num_src: int, num_dst: int,
         dst = torch.cat([dst[kept_edges], loop])
     perm = torch.argsort(dst, stable=True)
     counts = _counts(dst, num_dst)
-    return CSRGraph(_rowptr_from_counts(counts), src[perm], perm, num_src,
+    return CSRGraph(cumsum(counts), src[perm], perm, num_src,
                     num_dst, kept_edges, num_loops, num_input_edges)
 
 
@@ -363,7 +358,7 @@ def csr_from_index(index: Optional[Tensor], num_segments: int,
         check_index_range(index, num_segments)
     perm = torch.argsort(index, stable=True)
     counts = _counts(index, num_segments)
-    return CSRGraph(_rowptr_from_counts(counts), perm, perm, index.numel(),
+    return CSRGraph(cumsum(counts), perm, perm, index.numel(),
                     num_segments)
 
 

@@ -20,6 +20,7 @@ from typing import Callable, Optional
 
 import torch
 from torch import Tensor
+from torch_geometric.utils import cumsum
 from torch.utils.checkpoint import checkpoint
 
 BinaryOperator = Callable[[Tensor, Tensor], Tensor]
@@ -31,8 +32,7 @@ def _next_level(rowptr: Tensor):
     pair (else the carried odd element)."""
     lengths = rowptr.diff()
     next_lengths = (lengths + 1) // 2
-    next_rowptr = torch.zeros_like(rowptr)
-    torch.cumsum(next_lengths, 0, out=next_rowptr[1:])
+    next_rowptr = cumsum(next_lengths)
     segment = torch.repeat_interleave(
         torch.arange(lengths.numel(), device=rowptr.device), next_lengths)
     position = torch.arange(segment.numel(), device=rowptr.device) - \
@@ -71,9 +71,7 @@ def segment_tree_reduce(x: Tensor, rowptr: Tensor, op: BinaryOperator,
         raise ValueError(f"identity has shape {tuple(identity.shape)}, "
                          f"expected {tuple(x.shape[1:])}")
     nonempty = rowptr.diff() > 0
-    level_ptr = torch.zeros(int(nonempty.sum()) + 1, dtype=rowptr.dtype,
-                            device=rowptr.device)
-    torch.cumsum(rowptr.diff()[nonempty], 0, out=level_ptr[1:])
+    level_ptr = cumsum(rowptr.diff()[nonempty])
     level = x
     while level.size(0) > level_ptr.numel() - 1:
         level_ptr, left, is_pair = _next_level(level_ptr)

@@ -9,6 +9,7 @@ from typing import Optional, Tuple, Union
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch_geometric.utils import cumsum
 from torch_geometric.utils import softmax as pyg_softmax
 
 from ...ops import (CSRGraph, csr_of_adjacency, csr_view, segment_softmax,
@@ -151,10 +152,7 @@ class AttentionConv(FusedMessagePassing):
                 csr.num_dst, csr.num_src) + alpha.shape[1:]).coalesce()
             if edge_index.layout == torch.sparse_csr:
                 dst, src = adj.indices()
-                crow = torch.zeros(csr.num_dst + 1, dtype=torch.long,
-                                   device=dst.device)
-                torch.cumsum(torch.bincount(dst, minlength=csr.num_dst), 0,
-                             out=crow[1:])
+                crow = cumsum(torch.bincount(dst, minlength=csr.num_dst))
                 adj = torch.sparse_csr_tensor(crow, src, adj.values(),
                                               adj.shape)
             return adj, alpha

@@ -12,6 +12,7 @@ from torch import Tensor
 from torch.nn import Parameter
 from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.nn.dense.linear import Linear
+from torch_geometric.utils import cumsum
 
 from ...ops import CSRGraph, csr_view, neighbor_stats, segment_topm
 from .inputs import check_features, edge_index_and_sizes, layer_dtype
@@ -33,10 +34,8 @@ def _graph_segments(batch: Optional[Tensor], num_nodes: int,
         raise ValueError("batch must be sorted (as PyG's loaders make it)")
     if batch.numel() and int(batch[0]) < 0:
         raise ValueError(f"batch holds a negative graph id ({int(batch[0])})")
-    counts = torch.bincount(batch) if batch.numel() else batch.new_zeros(1)
-    ptr = counts.new_zeros(counts.numel() + 1)
-    torch.cumsum(counts, 0, out=ptr[1:])
-    return ptr
+    return cumsum(torch.bincount(batch) if batch.numel()
+                  else batch.new_zeros(1))
 
 
 class TANGNNConv(MessagePassing):
@@ -132,9 +131,7 @@ class TANGNNConv(MessagePassing):
                             csr.rowptr, self.num_neighbors)
         counts = torch.minimum(csr.degree,
                                torch.full_like(csr.degree, self.num_neighbors))
-        rowptr = torch.zeros_like(csr.rowptr)
-        torch.cumsum(counts, 0, out=rowptr[1:])
-        return CSRGraph(rowptr, csr.col[keep], csr.perm[keep], csr.num_src,
+        return CSRGraph(cumsum(counts), csr.col[keep], csr.perm[keep], csr.num_src,
                         csr.num_dst)
 
     def _global_attention(self, x: Tensor, graph_ptr: Tensor) -> Tensor:

@@ -34,11 +34,11 @@ class SymmetricMLP(Module):
 
 
 class LCMAggregation(SegmentAggregation, pyg_aggr.LCMAggregation):
-    r"""The learnable commutative monoid aggregation of "Learnable
-    Commutative Monoids for Graph Neural Networks" (Ong and Velickovic,
-    2022, https://arxiv.org/abs/2212.08541): each neighbourhood is reduced
-    with a learned binary operator :math:`\oplus` over a balanced binary
-    tree (:func:`gnnagg.ops.segment_tree_reduce`):
+    r"""The learnable commutative monoid aggregation of `"Learnable
+    Commutative Monoids for Graph Neural Networks"
+    <https://arxiv.org/abs/2212.08541>`_ (Ong and Velickovic, 2022): each
+    neighbourhood is reduced with a learned binary operator :math:`\oplus`
+    over a balanced binary tree (:func:`gnnagg.ops.segment_tree_reduce`):
 
     .. math::
         \mathbf{out}_i = \bigoplus_{j \in \mathcal{N}(i)}
@@ -81,6 +81,13 @@ class LCMAggregation(SegmentAggregation, pyg_aggr.LCMAggregation):
         - **input:** messages :math:`(E, F_{in})`, destination index
           :math:`(E)`
         - **output:** :math:`(N, F_{out})`
+
+    Example::
+
+        >>> from torch_geometric.nn import SAGEConv
+        >>> conv = SAGEConv(16, 32, aggr=LCMAggregation(16, 16))
+        >>> conv(torch.randn(5, 16), torch.tensor([[0, 1], [1, 2]])).shape
+        torch.Size([5, 32])
     """
 
     #: message values (``E x out_channels``) above which ``checkpoint=None``

@@ -67,6 +67,14 @@ class MultiAggregation(SegmentAggregation, PyGMultiAggregation):
         - **output:** :math:`(N, F')`, :math:`F' = |\mathrm{aggrs}| F` for
           ``"cat"``, ``out_channels`` for ``"proj"``/``"attn"``, else
           :math:`F`
+
+    Example::
+
+        >>> from torch_geometric.nn import SAGEConv
+        >>> aggr = MultiAggregation(["mean", "max", "std"])
+        >>> conv = SAGEConv(16, 32, aggr=aggr)
+        >>> conv(torch.randn(5, 16), torch.tensor([[0, 1], [1, 2]])).shape
+        torch.Size([5, 32])
     """
 
     def __init__(self, aggrs: List[Union[Aggregation, str]],

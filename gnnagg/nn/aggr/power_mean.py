@@ -13,7 +13,8 @@ from .base import SegmentAggregation
 
 class PowerMeanAggregation(SegmentAggregation,
                            pyg_aggr.PowerMeanAggregation):
-    r"""The power mean (DeeperGCN, Li et al., 2020):
+    r"""The power mean of `"DeeperGCN: All You Need to Train Deeper GCNs"
+    <https://arxiv.org/abs/2006.07739>`_ (Li et al., 2020):
 
     .. math::
         \mathbf{out}_i = \Big(\frac{1}{d_i}\sum_j \mathbf{x}_j^{p}\Big)^{1/p}
@@ -37,6 +38,13 @@ class PowerMeanAggregation(SegmentAggregation,
     Shapes:
         - **input:** messages :math:`(E, F)`, destination index :math:`(E)`
         - **output:** :math:`(N, F)`
+
+    Example::
+
+        >>> from torch_geometric.nn import SAGEConv
+        >>> conv = SAGEConv(16, 32, aggr=PowerMeanAggregation(learn=True))
+        >>> conv(torch.randn(5, 16), torch.tensor([[0, 1], [1, 2]])).shape
+        torch.Size([5, 32])
     """
 
     def __init__(self, p: float = 1.0, learn: bool = False,

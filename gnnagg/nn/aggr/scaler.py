@@ -61,7 +61,9 @@ def degree_histogram(graphs: Iterable) -> Tensor:
 
 class DegreeScalerAggregation(SegmentAggregation,
                                pyg_aggr.DegreeScalerAggregation):
-    r"""Aggregations multiplied by degree scalers, concatenated:
+    r"""Aggregations multiplied by degree scalers, concatenated, from
+    `"Principal Neighbourhood Aggregation for Graph Nets"
+    <https://arxiv.org/abs/2004.05718>`_ (Corso et al., 2020):
 
     .. math::
         \mathbf{out}_i = \big\Vert_{s \in S} s(d_i) \cdot
@@ -91,6 +93,14 @@ class DegreeScalerAggregation(SegmentAggregation,
         - **input:** messages :math:`(E, F)`, destination index :math:`(E)`
         - **output:** :math:`(N, |\mathrm{scaler}| F')` with :math:`F'` the
           aggregation's output size
+
+    Example::
+
+        >>> aggr = DegreeScalerAggregation(["mean", "max"], ["identity",
+        ...     "amplification"], deg=torch.tensor([1, 3, 1]))
+        >>> out = aggr(torch.randn(4, 8), torch.tensor([0, 1, 1, 2]), dim_size=3)
+        >>> out.shape  # 2 scalers x 2 aggregations x 8 features
+        torch.Size([3, 32])
     """
 
     def __init__(self, aggr: Union[str, List[str], Aggregation],

@@ -12,7 +12,8 @@ from .base import SegmentAggregation
 
 
 class SoftmaxAggregation(SegmentAggregation, pyg_aggr.SoftmaxAggregation):
-    r"""Feature-wise softmax attention (DeeperGCN, Li et al., 2020):
+    r"""Feature-wise softmax attention of `"DeeperGCN: All You Need to Train
+    Deeper GCNs" <https://arxiv.org/abs/2006.07739>`_ (Li et al., 2020):
 
     .. math::
         \mathbf{out}_i = \sum_{j} \frac{\exp(t\,\mathbf{x}_j)}{\sum_k
@@ -31,6 +32,13 @@ class SoftmaxAggregation(SegmentAggregation, pyg_aggr.SoftmaxAggregation):
     Shapes:
         - **input:** messages :math:`(E, F)`, destination index :math:`(E)`
         - **output:** :math:`(N, F)`
+
+    Example::
+
+        >>> from torch_geometric.nn import SAGEConv
+        >>> conv = SAGEConv(16, 32, aggr=SoftmaxAggregation(learn=True))
+        >>> conv(torch.randn(5, 16), torch.tensor([[0, 1], [1, 2]])).shape
+        torch.Size([5, 32])
     """
 
     reduces_by_index = True

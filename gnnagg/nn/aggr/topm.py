@@ -14,8 +14,10 @@ from .base import SegmentAggregation
 
 
 class TopMAttentionAggregation(SegmentAggregation):
-    r"""Keeps each node's ``m`` messages most similar to a learned auxiliary
-    vector and sums them with softmax weights:
+    r"""The top-m attention of `TANGNN <https://arxiv.org/abs/2411.15458>`_
+    (E et al., 2024) over each node's messages: keeps the ``m`` messages
+    most similar to a learned auxiliary vector and sums them with softmax
+    weights:
 
     .. math::
         s_{j,h} = \cos(\mathbf{x}_j, \mathbf{a}_h), \qquad
@@ -33,11 +35,26 @@ class TopMAttentionAggregation(SegmentAggregation):
     concatenated. Nodes without messages get 0.
 
     Args:
-        in_channels: message size.
-        m: messages kept per node.
-        heads: independent auxiliary vectors.
-        t: initial inverse temperature :math:`t_h` (learned).
-        concat: concatenate heads instead of averaging them.
+        in_channels (int): message size.
+        m (int): messages kept per node.
+        heads (int, optional): independent auxiliary vectors.
+            (default: :obj:`1`)
+        t (float, optional): initial inverse temperature :math:`t_h`
+            (learned). (default: :obj:`1.0`)
+        concat (bool, optional): concatenate heads instead of averaging
+            them. (default: :obj:`False`)
+
+    Shapes:
+        - **input:** messages :math:`(|\mathcal{E}|, F)`, ``index``
+          :math:`(|\mathcal{E}|)` (or ``ptr``)
+        - **output:** :math:`(N, F)`, or :math:`(N, H F)` with ``concat``
+
+    Example::
+
+        >>> from torch_geometric.nn import SAGEConv
+        >>> conv = SAGEConv(16, 32, aggr=TopMAttentionAggregation(16, m=4))
+        >>> conv(torch.randn(5, 16), torch.tensor([[0, 1], [1, 2]])).shape
+        torch.Size([5, 32])
     """
 
     def __init__(self, in_channels: int, m: int, heads: int = 1,

@@ -82,6 +82,14 @@ class PNAConv(FusedMessagePassing, PyGPNAConv):
           indices :math:`(2, |\mathcal{E}|)`, edge features
           :math:`(|\mathcal{E}|, D)` *(optional)*
         - **output:** :math:`(|\mathcal{V}|, F_{out})`
+
+    Example::
+
+        >>> deg = torch.tensor([1, 3, 1])  # nodes of in-degree 0, 1, 2
+        >>> conv = PNAConv(16, 32, ["mean", "max"], ["identity", "amplification"],
+        ...                deg)
+        >>> conv(torch.randn(5, 16), torch.tensor([[0, 1], [1, 2]])).shape
+        torch.Size([5, 32])
     """
 
     def __init__(self, in_channels: int, out_channels: int,

@@ -1,6 +1,7 @@
 r"""TANGNN's layer: neighbourhood aggregation beside top-m global attention
-("TANGNN: a Concise, Scalable and Effective Graph Neural Network with Top-m
-Attention Mechanism", 2024)."""
+(`"TANGNN: a Concise, Scalable and Effective Graph Neural Networks with
+Top-m Attention Mechanism for Graph Representation Learning"
+<https://arxiv.org/abs/2411.15458>`_, E et al., 2024)."""
 from __future__ import annotations
 
 import math
@@ -39,7 +40,10 @@ def _graph_segments(batch: Optional[Tensor], num_nodes: int,
 
 
 class TANGNNConv(MessagePassing):
-    r"""Two branches, combined by a linear map of their concatenation:
+    r"""The layer of `"TANGNN: a Concise, Scalable and Effective Graph Neural
+    Networks with Top-m Attention Mechanism for Graph Representation
+    Learning" <https://arxiv.org/abs/2411.15458>`_ (E et al., 2024): two
+    branches, combined by a linear map of their concatenation:
 
     .. math::
         \mathbf{h}^{(1)}_i = \mathbf{W}_s \mathbf{x}_i + \mathbf{W}_n
@@ -59,11 +63,29 @@ class TANGNNConv(MessagePassing):
     :math:`O(EF + NmF)`: no ``N x N`` tensor is formed.
 
     Args:
-        in_channels, out_channels: feature sizes.
-        m: vertices attended to per graph.
-        num_neighbors: neighbours sampled per node in training (all if None).
-        heads: attention heads of size ``out_channels``.
-        residual: add a linear skip connection.
+        in_channels (int): input feature size.
+        out_channels (int): output feature size.
+        m (int): vertices attended to per graph.
+        num_neighbors (int, optional): neighbours sampled per node in
+            training (all of them if :obj:`None`). (default: :obj:`None`)
+        heads (int, optional): attention heads, each of size
+            ``out_channels``. (default: :obj:`1`)
+        residual (bool, optional): add a linear skip connection.
+            (default: :obj:`True`)
+        **kwargs: :class:`~torch_geometric.nn.conv.MessagePassing` options.
+
+    Shapes:
+        - **input:** node features :math:`(|\mathcal{V}|, F_{in})`, edge
+          indices :math:`(2, |\mathcal{E}|)`, ``batch`` (graph id of each
+          node, sorted) :math:`(|\mathcal{V}|)` *(optional)*
+        - **output:** :math:`(|\mathcal{V}|, F_{out})`
+
+    Example::
+
+        >>> conv = TANGNNConv(16, 32, m=2)
+        >>> x, edge_index = torch.randn(5, 16), torch.tensor([[0, 1], [1, 2]])
+        >>> conv(x, edge_index).shape
+        torch.Size([5, 32])
     """
 
     def __init__(self, in_channels: int, out_channels: int, m: int,

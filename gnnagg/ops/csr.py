@@ -203,11 +203,21 @@ def check_edge_index(edge_index: Tensor, num_src: int, num_dst: int) -> None:
                          f"but only {num_dst} destination nodes exist")
 
 
+def non_loop_edges(edge_index: Tensor) -> Tensor:
+    """Positions of the edges of ``edge_index`` that are not self-loops, in
+    order (their number is data: under ``torch.compile`` a graph break,
+    unless ``capture_dynamic_output_shape_ops`` is set)."""
+    return (edge_index[0] != edge_index[1]).nonzero().view(-1)
+
+
 def build_csr(edge_index: Tensor, num_src: int, num_dst: int,
-              self_loops: bool = False) -> CSRGraph:
+              self_loops: bool = False,
+              kept_edges: Optional[Tensor] = None) -> CSRGraph:
     """Build (without caching) the CSR view of a checked ``edge_index``
     (while ``torch.compile`` traces, the range check, a host sync, is left
-    to the kernels' own bounds checks)."""
+    to the kernels' own bounds checks). With ``self_loops``, ``kept_edges``
+    may give the positions of the edges that are not self-loops, when the
+    caller has them (:func:`non_loop_edges`)."""
     if torch.compiler.is_compiling():
         if edge_index.dim() != 2 or edge_index.size(0) != 2:
             raise ValueError("edge_index must have shape (2, num_edges), "
@@ -216,9 +226,12 @@ def build_csr(edge_index: Tensor, num_src: int, num_dst: int,
         check_edge_index(edge_index, num_src, num_dst)
     src, dst = edge_index[0].long(), edge_index[1].long()
     num_input_edges = src.numel()
-    kept_edges, num_loops = None, 0
-    if self_loops:
-        kept_edges = (src != dst).nonzero().view(-1)
+    num_loops = 0
+    if not self_loops:
+        kept_edges = None
+    else:
+        if kept_edges is None:
+            kept_edges = non_loop_edges(edge_index)
         num_loops = min(num_src, num_dst)
         loop = torch.arange(num_loops, device=src.device)
         src = torch.cat([src[kept_edges], loop])
@@ -230,7 +243,8 @@ def build_csr(edge_index: Tensor, num_src: int, num_dst: int,
 
 
 def csr_view(edge_index: Tensor, num_src: int, num_dst: Optional[int] = None,
-             self_loops: bool = False) -> CSRGraph:
+             self_loops: bool = False,
+             kept_edges: Optional[Tensor] = None) -> CSRGraph:
     r"""The CSR view of ``edge_index``, cached for that tensor (in a weak
     table of gnnagg's, :func:`cached_views`: nothing is set on the tensor).
 
@@ -247,10 +261,14 @@ def csr_view(edge_index: Tensor, num_src: int, num_dst: Optional[int] = None,
             (``num_dst`` defaults to ``num_src``).
         self_loops: drop existing self-loops and add one per node, as PyG's
             attention layers do.
+        kept_edges: while ``torch.compile`` traces, the positions of the
+            edges that are not self-loops, if the caller has them
+            (:func:`non_loop_edges`).
     """
     num_dst = num_src if num_dst is None else num_dst
     if torch.compiler.is_compiling():  # part of the traced graph
-        return build_csr(edge_index, num_src, num_dst, self_loops)
+        return build_csr(edge_index, num_src, num_dst, self_loops,
+                         kept_edges)
     key = (int(num_src), int(num_dst), bool(self_loops))
     cache = _VIEWS.get(edge_index)
     if cache is not None and key in cache.views and cache.holds(edge_index):

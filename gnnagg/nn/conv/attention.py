@@ -113,10 +113,23 @@ class AttentionConv(FusedMessagePassing):
         return x[0], x[1]
 
     def _graph(self, edge_index, num_src: int, num_dst: Optional[int],
-               size: Optional[Tuple[int, int]] = None) -> CSRGraph:
+               size: Optional[Tuple[int, int]] = None,
+               kept_edges: Optional[Tensor] = None) -> CSRGraph:
         edge_index, num_src, num_dst = edge_index_and_sizes(
             edge_index, num_src, num_dst, size)
-        return csr_view(edge_index, num_src, num_dst, self.add_self_loops)
+        return csr_view(edge_index, num_src, num_dst, self.add_self_loops,
+                        kept_edges)
+
+    def _loops_found_in_forward(self, edge_index) -> bool:
+        """Whether ``forward`` finds the edges that are not self-loops
+        itself: while ``torch.compile`` traces a plain ``edge_index`` with
+        self-loops to drop. Their number is data and splits the graph; found
+        in ``forward``'s own frame it splits it once, where found in the CSR
+        build it splits every frame on the way there (PyG's layers: twice).
+        """
+        return (torch.compiler.is_compiling() and self.add_self_loops and
+                isinstance(edge_index, Tensor) and
+                edge_index.layout == torch.strided)
 
     def _edge_features(self, csr: CSRGraph,
                        edge_attr: Optional[Tensor]) -> Optional[Tensor]:

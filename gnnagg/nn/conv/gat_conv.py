@@ -92,8 +92,12 @@ class GATConv(AttentionConv, PyGGATConv):
         if x_dst is not None:
             h_dst = (h_src if x_dst is x_src and lin_dst is lin_src else
                      lin_dst(x_dst).view(-1, H, C))
+        kept_edges = None
+        if self._loops_found_in_forward(edge_index):
+            kept_edges = (edge_index[0] != edge_index[1]).nonzero().view(-1)
         csr = self._graph(edge_index, h_src.size(0),
-                          None if h_dst is None else h_dst.size(0), size)
+                          None if h_dst is None else h_dst.size(0), size,
+                          kept_edges)
         alpha_src = (h_src * self.att_src).sum(-1)
         alpha_dst = None if h_dst is None else (h_dst * self.att_dst).sum(-1)
         edge_feat = self._edge_features(csr, edge_attr)

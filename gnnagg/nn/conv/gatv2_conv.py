@@ -90,7 +90,11 @@ class GATv2Conv(AttentionConv, PyGGATv2Conv):
         h_src = self.lin_l(x_src).view(-1, H, C)
         h_dst = (h_src if self.share_weights and x_dst is x_src else
                  self.lin_r(x_dst).view(-1, H, C))
-        csr = self._graph(edge_index, h_src.size(0), h_dst.size(0))
+        kept_edges = None
+        if self._loops_found_in_forward(edge_index):
+            kept_edges = (edge_index[0] != edge_index[1]).nonzero().view(-1)
+        csr = self._graph(edge_index, h_src.size(0), h_dst.size(0),
+                          kept_edges=kept_edges)
         edge_feat = self._edge_features(csr, edge_attr)
         scores = gatv2_score(
             h_src, h_dst, self.att.view(H, C), csr, self.negative_slope,

@@ -84,6 +84,9 @@ def operator_calls():
                    probabilities, torch.randn(E, 2, **plain),
                    torch.rand(E, 1, **plain) + 0.5, csr.rowptr, csr.row,
                    shuffled)))
+    degrees, order, position, _ = csr.degree_groups
+    calls.append(("permute_rows", OPS.permute_rows,
+                  (leaf(N, 3), order, position)))
     calls.append(("segment_topm", OPS.segment_topm,
                   (torch.randn(E, 2), csr.rowptr, 2)))
     return calls

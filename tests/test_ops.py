@@ -198,6 +198,8 @@ def test_degree_groups_and_permute_rows():
     torch.testing.assert_close(permute_rows(x, order, position), x[order])
     assert torch.autograd.gradcheck(
         lambda t: permute_rows(t, order, position), (x,))
+    assert torch.autograd.gradgradcheck(
+        lambda t: permute_rows(t, order, position), (x,))
 
 
 @pytest.mark.parametrize("max_groups", [32, 0])  # grouped, per scaler

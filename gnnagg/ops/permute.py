@@ -1,24 +1,37 @@
-"""Row permutations whose backward is the inverse permutation."""
+"""Row permutations whose backward is the inverse permutation, as the
+custom operator ``gnnagg::permute_rows`` (every device has
+``index_select``)."""
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
 
-class _PermuteRows(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: Tensor, order: Tensor, inverse: Tensor) -> Tensor:
-        ctx.save_for_backward(inverse)
-        return x.index_select(0, order)
+@torch.library.custom_op("gnnagg::permute_rows", mutates_args=())
+def _permute_rows(x: Tensor, order: Tensor, inverse: Tensor) -> Tensor:
+    return x.index_select(0, order)
 
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        inverse, = ctx.saved_tensors
-        return grad.index_select(0, inverse), None, None
+
+@_permute_rows.register_fake
+def _(x: Tensor, order: Tensor, inverse: Tensor) -> Tensor:
+    return x.new_empty((order.numel(),) + tuple(x.shape[1:]))
+
+
+def _setup(ctx, inputs, output) -> None:
+    ctx.save_for_backward(inputs[1], inputs[2])
+
+
+def _backward(ctx, grad: Tensor):
+    order, inverse = ctx.saved_tensors
+    # the inverse permutation, itself differentiable (double backward)
+    return _permute_rows(grad, inverse, order), None, None
+
+
+_permute_rows.register_autograd(_backward, setup_context=_setup)
 
 
 def permute_rows(x: Tensor, order: Tensor, inverse: Tensor) -> Tensor:
     r"""``x[order]`` for a permutation ``order`` with ``inverse[order[i]] =
     i``. Its gradient is ``grad[inverse]``, a gather, where autograd's
     ``index_select`` backward fills zeros and scatter-adds."""
-    return _PermuteRows.apply(x, order, inverse)
+    return _permute_rows(x, order, inverse)

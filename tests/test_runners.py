@@ -206,6 +206,28 @@ def test_every_zoo_model_trains_on_node_and_graph_tasks(name):
     assert empty.shape == (0, 3)
 
 
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_model_builds_for_ogb_molecules(name):
+    """``gnnagg ogb ogbg-molhiv --model NAME``'s network for every model:
+    OGB's atom (and, for layers that read them, bond) encoders, integer
+    features, one logit per graph, finite gradients."""
+    sizes = (7, 4)
+    graphs = [Data(x=torch.randint(0, 2, (n, 9)),
+                   edge_index=torch.randint(n, (2, 2 * n)),
+                   edge_attr=torch.randint(0, 2, (2 * n, 3)), num_nodes=n)
+              for n in sizes]
+    batch = Batch.from_data_list(graphs)
+    net = build_model(name, 9, 1, graph_level=True, molecular=True,
+                      deg=degree_histogram(graphs), hidden_channels=8,
+                      heads=2, m=2)
+    out = net(batch.x, batch.edge_index, batch.edge_attr, batch.batch)
+    assert out.shape == (len(sizes), 1) and bool(out.isfinite().all())
+    out.sum().backward()
+    assert all(bool(p.grad.isfinite().all()) for p in net.parameters()
+               if p.grad is not None)
+    assert net.encoder.__class__.__name__ == "AtomEncoder"
+
+
 @pytest.mark.slow
 def test_suite_quick_runs_resumes_keys_by_seed_and_sizes_and_plots(
         tmp_path, monkeypatch):

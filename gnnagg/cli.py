@@ -42,8 +42,11 @@ def _parser() -> argparse.ArgumentParser:
     size.add_argument("--full", action="store_true",
                       help="larger sizes and longer training (about 9 "
                       "minutes on 2 cores; the default takes at most 3)")
-    bench.add_argument("--out", default="results/bench")
-    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--out", default="results/bench",
+                       help="folder of the runs (one sub-folder per preset "
+                       "and seed)")
+    bench.add_argument("--seed", type=_non_negative, default=0,
+                       help="seed of the data and the models (default 0)")
 
     reproduce = sub.add_parser("reproduce", help="a paper's result under "
                                "its own protocol, ours beside theirs")
@@ -113,6 +116,17 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(
             f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(
+            f"expected a non-negative integer, got {text!r}")
     return value
 
 

@@ -355,6 +355,8 @@ CLI_ERRORS = [
     (["ogb", "ogbg-molhiv", "--model", "gat", "--out", "{file}"],
      "is a file"),
     (["bench", "--out", "{file}"], "is a file"),
+    (["bench", "--seed", "-1"], "--seed"),
+    (["bench", "--quick", "--full"], "not allowed"),
     (["prepare", "ogbg-molpcba", "--from", "x.csv"], "invalid choice"),
     (["ogb", "ogbg-molhiv"], "--model"),
     (["frobnicate"], "invalid choice"),

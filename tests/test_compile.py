@@ -123,10 +123,15 @@ def test_fullgraph_compile_matches_eager(name, dynamic_shapes):
             torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
 
 
+# with and without capture_dynamic_output_shape_ops (which GAT's fullgraph
+# compilation asks for, so users set it): the recurrent aggregation's step
+# sizes once failed to trace under it
+@pytest.mark.parametrize("dynamic_shapes", [False, True], indirect=True)
 @pytest.mark.parametrize("build", [
     lambda: aggr.LCMAggregation(5, 5), lambda: aggr.RecurrentAggregation(5, 5)],
     ids=["lcm", "recurrent"])
-def test_tree_and_recurrent_aggregations_compile_with_breaks(build):
+def test_tree_and_recurrent_aggregations_compile_with_breaks(build,
+                                                             dynamic_shapes):
     # their loop lengths are data (tree levels, longest neighbourhood): they
     # compile with graph breaks and give eager's result
     torch._dynamo.reset()

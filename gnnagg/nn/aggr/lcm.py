@@ -194,6 +194,15 @@ class LCMAggregation(SegmentAggregation, pyg_aggr.LCMAggregation):
                 f"{self.out_channels}, project={self.project}{operator})")
 
 
+@torch.compiler.disable
+def _step_sizes(position: Tensor) -> List[int]:
+    """Sequences still running at each step (messages at each position):
+    Python ints, because the cell's loop runs once per step. Run outside
+    ``torch.compile``'s graph (a graph break), where the number of steps,
+    the longest neighbourhood, is data."""
+    return torch.bincount(position).tolist()
+
+
 class RecurrentAggregation(SegmentAggregation):
     r"""The recurrent baseline: a GRU or LSTM reads each neighbourhood in a
     random order (a new one every training pass; edge order in eval) and
@@ -237,7 +246,7 @@ class RecurrentAggregation(SegmentAggregation):
         out = x.new_zeros(csr.num_dst, self.out_channels)
         if by_length.numel() == 0:
             return out
-        batch_sizes = torch.bincount(position).tolist()
+        batch_sizes = _step_sizes(position)
         last = self._run(x.index_select(0, time_major), batch_sizes)
         return out.index_put((by_length,), last)
 

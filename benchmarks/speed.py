@@ -252,10 +252,10 @@ def timings(fn: Callable[[], object], repeats: int) -> List[float]:
 
 def write_rows(rows: List[dict], path: str) -> None:
     """The rows as a JSON list, written atomically to ``path``."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as out:
-        json.dump(rows, out, indent=1)
-    os.replace(tmp, path)
+    # imported here: the measuring workers run this file too and load only
+    # their own side's modules
+    from gnnagg.bench.results import atomic_write
+    atomic_write(path, json.dumps(rows, indent=1))
 
 
 def _rss_bytes(field: str) -> int:

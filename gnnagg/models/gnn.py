@@ -10,11 +10,12 @@ from torch import Tensor
 from torch_geometric.nn import SAGEConv, global_mean_pool
 
 from ..nn import GATConv, GATv2Conv, PNAConv, TANGNNConv
-from ..nn.conv.inputs import check_features
-from .registry import LAYER_KINDS, MODELS
 from ..nn.aggr import (LCMAggregation, MaxAggregation, MeanAggregation,
                        RecurrentAggregation, SumAggregation,
                        TopMAttentionAggregation)
+from ..nn.conv.inputs import check_features
+from .registry import LAYER_KINDS, MODELS
+
 
 def make_conv(kind: str, in_channels: int, out_channels: int,
               edge_dim: Optional[int] = None, deg: Optional[Tensor] = None,

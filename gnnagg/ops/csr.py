@@ -227,15 +227,15 @@ def build_csr(edge_index: Tensor, num_src: int, num_dst: int,
     src, dst = edge_index[0].long(), edge_index[1].long()
     num_input_edges = src.numel()
     num_loops = 0
-    if not self_loops:
-        kept_edges = None
-    else:
+    if self_loops:
         if kept_edges is None:
             kept_edges = non_loop_edges(edge_index)
         num_loops = min(num_src, num_dst)
         loop = torch.arange(num_loops, device=src.device)
         src = torch.cat([src[kept_edges], loop])
         dst = torch.cat([dst[kept_edges], loop])
+    else:
+        kept_edges = None  # only a self-loop view keeps some edges
     perm = torch.argsort(dst, stable=True)
     counts = _counts(dst, num_dst)
     return CSRGraph(cumsum(counts), src[perm], perm, num_src,

@@ -7,7 +7,8 @@ import torch_geometric.nn as pyg_nn
 from torch_geometric.nn import SAGEConv
 from torch_geometric.nn import aggr as pyg_aggr
 
-from gnnagg.nn import GATConv, GATv2Conv, PNAConv, TANGNNConv
+from gnnagg.nn import GATConv, GATv2Conv, PNAConv, PNASimpleConv, TANGNNConv
+from gnnagg.bench.reproduce.pna_molhiv import PyGPNASimpleConv
 from gnnagg.nn import aggr
 
 DEG = torch.tensor([0, 3, 4, 3, 1, 1])
@@ -28,6 +29,8 @@ CASES = {
                                                 add_self_loops=False), False),
     "PNAConv": (lambda: PNAConv(5, 5, *PNA_ARGS),
                 lambda: pyg_nn.PNAConv(5, 5, *PNA_ARGS), False),
+    "PNASimpleConv": (lambda: PNASimpleConv(5, 5, *PNA_ARGS),
+                      lambda: PyGPNASimpleConv(5, 5, *PNA_ARGS), False),
     "TANGNNConv": (lambda: TANGNNConv(5, 5, m=2), None, True),
     **{f"aggr={name}": (
         lambda name=name: SAGEConv(5, 5, aggr=aggr.resolve_aggregation(name)),

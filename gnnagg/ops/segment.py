@@ -210,20 +210,29 @@ def _gather_reduce_backward(grad: Tensor, x: Tensor, out: Tensor,
             grad_x.index_add_(0, col[part], grad.index_select(0,
                                                               index[part]))
         return grad_x
+    parts = [slice(start, start + CHUNK_SLOTS)
+             for start in range(0, col.numel(), CHUNK_SLOTS)]
+
+    def winners(part: slice) -> Tensor:
+        """1 where a slot holds its segment's extreme, else 0."""
+        gathered = x.index_select(0, col[part])
+        return torch.eq(gathered, out.index_select(0, index[part]),
+                        out=torch.empty_like(gathered, dtype=grad.dtype))
+
+    # one chunk (small graphs) keeps its winners for the second pass
+    kept = [winners(parts[0])] if len(parts) == 1 else None
+
+    def mask(k: int) -> Tensor:
+        return kept[k] if kept else winners(parts[k])
+
     ties = torch.zeros_like(grad)
-    for start in range(0, col.numel(), CHUNK_SLOTS):
-        part = slice(start, start + CHUNK_SLOTS)
-        winners = x.index_select(0, col[part]) == out.index_select(
-            0, index[part])
-        ties.index_add_(0, index[part], winners.to(grad.dtype))
+    for k, part in enumerate(parts):
+        ties.index_add_(0, index[part], mask(k))
     share = grad / ties.clamp_(min=1)
     grad_x = torch.zeros_like(x)
-    for start in range(0, col.numel(), CHUNK_SLOTS):
-        part = slice(start, start + CHUNK_SLOTS)
-        winners = x.index_select(0, col[part]) == out.index_select(
-            0, index[part])
-        grad_x.index_add_(0, col[part], share.index_select(
-            0, index[part]).mul_(winners))
+    for k, part in enumerate(parts):
+        grad_x.index_add_(0, col[part],
+                          share.index_select(0, index[part]).mul_(mask(k)))
     return grad_x
 
 

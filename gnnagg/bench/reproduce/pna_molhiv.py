@@ -9,12 +9,34 @@ from typing import Any, Dict, List, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch_geometric.nn import SimpleConv, global_mean_pool
+from torch_geometric.nn import Linear, SimpleConv, global_mean_pool
 
 from .base import Reproduction, Run, ours_text
 
 AGGREGATORS = ["mean", "min", "max", "std"]
 SCALERS = ["identity", "amplification", "attenuation"]
+
+
+class PyGPNASimpleConv(SimpleConv):
+    r"""gnnagg's :class:`~gnnagg.nn.PNASimpleConv` from PyG's parts:
+    ``SimpleConv`` with PyG's ``DegreeScalerAggregation``, then a linear map
+    of its ``N x |S| |A| F`` output; the same parameter names."""
+
+    def __init__(self, in_channels: int, out_channels: int,
+                 aggregators: List[str], scalers: List[str], deg: Tensor):
+        from torch_geometric.nn import aggr as pyg_aggr
+        super().__init__(aggr=pyg_aggr.DegreeScalerAggregation(
+            aggregators, scalers, deg))
+        self.lin = Linear(len(aggregators) * len(scalers) * in_channels,
+                          out_channels)
+        self.reset_parameters()  # as PNASimpleConv: the same draws
+
+    def reset_parameters(self):
+        super().reset_parameters()
+        self.lin.reset_parameters()
+
+    def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
+        return self.lin(super().forward(x, edge_index))
 
 
 class PNAMolhivNet(torch.nn.Module):
@@ -25,35 +47,31 @@ class PNAMolhivNet(torch.nn.Module):
         \mathbf{h} \leftarrow \mathrm{dropout}_{0.3}\Big(\mathbf{h} +
         \mathrm{ReLU}\big(\mathrm{BN}(\mathbf{W}\,
         \big[\mathbf{S}(\mathbf{D}, \alpha)\otimes \mathbf{A}\big]
-        _{j \in \mathcal{N}(i)} \mathbf{h}_j)\big)\Big)
+        _{j \in \mathcal{N}(i)} \mathbf{h}_j + \mathbf{b})\big)\Big)
 
     (aggregators mean/min/max/std, scalers identity/amplification/
     attenuation over the neighbours' states; no pre-transformation, no edge
     features), mean pooling and an MLP 80-40-20-1.
 
-    The aggregation is ``aggr=`` of PyG's ``SimpleConv``: gnnagg's
-    :class:`~gnnagg.nn.aggr.DegreeScalerAggregation`, or PyG's with
-    ``backend="pyg"``, so the two differ in the aggregation alone.
+    The layers are gnnagg's :class:`~gnnagg.nn.PNASimpleConv`, or with
+    ``backend="pyg"`` the same layer from PyG's parts
+    (:class:`PyGPNASimpleConv`): same parameter names, same
+    initialisation from the same seed.
     """
 
     def __init__(self, deg: Tensor, hidden: int = 80, layers: int = 4,
                  dropout: float = 0.3, backend: str = "gnnagg"):
         super().__init__()
         from ogb.graphproppred.mol_encoder import AtomEncoder
-        from torch_geometric.nn import aggr as pyg_aggr
-        from ...nn import aggr as gnnagg_aggr
+        from ...nn import PNASimpleConv
         if backend not in ("gnnagg", "pyg"):
             raise ValueError(f"backend must be 'gnnagg' or 'pyg', got "
                              f"{backend!r}")
-        DegreeScalerAggregation = (gnnagg_aggr if backend == "gnnagg"
-                                   else pyg_aggr).DegreeScalerAggregation
+        layer = PNASimpleConv if backend == "gnnagg" else PyGPNASimpleConv
         self.dropout = dropout
         self.encoder = AtomEncoder(hidden)
         self.convs = torch.nn.ModuleList(
-            SimpleConv(DegreeScalerAggregation(AGGREGATORS, SCALERS, deg))
-            for _ in range(layers))
-        self.lins = torch.nn.ModuleList(
-            torch.nn.Linear(len(AGGREGATORS) * len(SCALERS) * hidden, hidden)
+            layer(hidden, hidden, AGGREGATORS, SCALERS, deg)
             for _ in range(layers))
         self.norms = torch.nn.ModuleList(
             torch.nn.BatchNorm1d(hidden) for _ in range(layers))
@@ -64,8 +82,8 @@ class PNAMolhivNet(torch.nn.Module):
 
     def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor) -> Tensor:
         h = self.encoder(x)
-        for conv, lin, norm in zip(self.convs, self.lins, self.norms):
-            update = F.relu(norm(lin(conv(h, edge_index))))
+        for conv, norm in zip(self.convs, self.norms):
+            update = F.relu(norm(conv(h, edge_index)))
             h = F.dropout(h + update, self.dropout, self.training)
         return self.head(global_mean_pool(h, batch))
 
@@ -75,7 +93,8 @@ class PNAMolhiv(Reproduction):
     paper = ("Corso et al., \"Principal Neighbourhood Aggregation for Graph "
              "Nets\", NeurIPS 2020 (https://arxiv.org/abs/2004.05718); OGB "
              "leaderboard entry for ogbg-molhiv")
-    compares = ("PNA (gnnagg's DegreeScalerAggregation; PyG's with --models "
+    compares = ("PNA (gnnagg's PNASimpleConv; the same layer from PyG's "
+                "SimpleConv and DegreeScalerAggregation with --models "
                 "pna,pna-pyg) on ogbg-molhiv, test ROC-AUC at best "
                 "validation; 326,161 parameters: the paper's 326,081 plus "
                 "one row of 80 in OGB's AtomEncoder, whose chirality "

@@ -9,8 +9,10 @@ from torch_geometric.nn import aggr as pyg_aggr
 from torch_geometric.nn.aggr import Aggregation
 from torch_geometric.nn.conv import PNAConv as PyGPNAConv
 
-from ...ops import CSRGraph, message_counts
+from ...ops import (MAX_DEGREE_GROUPS, CSRGraph, degree_scaled_linear,
+                   message_counts)
 from .base import SegmentAggregation, infer_dim_size, require_index
+from .basic import StatAggregation
 from .multi import MultiAggregation, resolve_aggregation
 
 SCALERS = ("identity", "amplification", "attenuation", "linear",
@@ -156,6 +158,35 @@ class DegreeScalerAggregation(SegmentAggregation,
                                factors.shape[1:])
         return torch.cat([out * factors[..., k:k + 1]
                           for k in range(len(self.scaler))], dim=-1)
+
+    @property
+    def statistics(self) -> Optional[List[str]]:
+        """The statistics (``mean``, ``std``, ...) this aggregation
+        concatenates, in order, when every inner aggregation is one: then it
+        can run from node values (:func:`gnnagg.ops.neighbor_stats`).
+        Otherwise None."""
+        inner = self.aggr
+        if isinstance(inner, StatAggregation):
+            return [inner.statistic]
+        if isinstance(inner, MultiAggregation) and inner.mode == "cat" and \
+                all(isinstance(a, StatAggregation) for a in inner.aggrs):
+            return [a.statistic for a in inner.aggrs]
+        return None
+
+    def scaled_linear(self, aggregated: Tensor, weight: Tensor,
+                      csr: CSRGraph,
+                      max_groups: int = MAX_DEGREE_GROUPS) -> Tensor:
+        r""":math:`W\,\mathbf{out}_i` for every destination of ``csr``,
+        from the unscaled inner aggregation ``aggregated`` (``(N, K)``) and a
+        weight ``(O, |scaler| K)`` laid out as a linear map of this module's
+        output, without building the ``N x |scaler| K`` scaled copies
+        (:func:`gnnagg.ops.degree_scaled_linear`)."""
+        per_scaler = weight.view(weight.size(0), len(self.scaler), -1) \
+            .transpose(0, 1)
+        return degree_scaled_linear(
+            aggregated, per_scaler,
+            lambda degrees: self.factors(degrees, aggregated.dtype), csr,
+            max_groups)
 
     def forward(self, x: Tensor, index: Optional[Tensor] = None,
                 ptr: Optional[Tensor] = None, dim_size: Optional[int] = None,

@@ -9,10 +9,9 @@ from torch import Tensor
 from torch_geometric.nn.conv import PNAConv as PyGPNAConv
 from torch_geometric.typing import SparseTensor
 
-from ...ops import (MAX_DEGREE_GROUPS, CSRGraph, csr_view,
-                   degree_scaled_linear, neighbor_stats, segment_stats,
-                   shift_stats)
-from ..aggr import DegreeScalerAggregation, StatAggregation
+from ...ops import (MAX_DEGREE_GROUPS, CSRGraph, csr_view, neighbor_stats,
+                   segment_stats, shift_stats)
+from ..aggr import DegreeScalerAggregation
 from .fusion import (MESSAGE_HOOKS, PROPAGATE_HOOKS, FusedMessagePassing,
                      message_path_needed)
 from .inputs import (check_edge_features, check_features,
@@ -155,14 +154,10 @@ class PNAConv(FusedMessagePassing, PyGPNAConv):
         input is never built, in forward or backward."""
         nn = self.post_nns[tower]
         first = nn[0]
-        num_scalers = len(self.aggr_module.scaler)
         w_x, w_aggr = first.weight.split(
             [self.F_in, first.weight.size(1) - self.F_in], dim=1)
-        w_scalers = w_aggr.view(self.F_out, num_scalers, -1).transpose(0, 1)
-        h = degree_scaled_linear(
-            aggregated, w_scalers,
-            lambda degrees: self.aggr_module.factors(degrees, x.dtype), csr,
-            self.MAX_DEGREE_GROUPS)
+        h = self.aggr_module.scaled_linear(aggregated, w_aggr, csr,
+                                           self.MAX_DEGREE_GROUPS)
         h = h.addmm(x, w_x.t())
         if first.bias is not None:
             h = h + first.bias
@@ -182,11 +177,9 @@ class PNAConv(FusedMessagePassing, PyGPNAConv):
         r"""The aggregators' statistics when :math:`M` is one linear map and
         every aggregator is a statistic (mean, min, max, std, ...), the case
         :meth:`_aggregate_decomposed` serves; else None."""
-        aggrs = getattr(self.aggr_module.aggr, "aggrs", [self.aggr_module.aggr])
-        if len(self.pre_nns[0]) != 1 or not all(
-                isinstance(a, StatAggregation) for a in aggrs):
+        if len(self.pre_nns[0]) != 1:
             return None
-        return [a.statistic for a in aggrs]
+        return self.aggr_module.statistics
 
     def _first_layer(self, tower: int, x: Tensor):
         r"""``(W_i x + b, W_j x, W_e)`` of a tower's first linear map."""

@@ -253,6 +253,26 @@ def test_lookup_layers_follow_the_paper():
     assert LookupNet(5, "gat", 8).conv.heads == 8
 
 
+def test_lookup_net_is_the_papers_graph_model():
+    from torch_geometric.data import Batch
+    from gnnagg.bench.synthetic import dictionary_lookup
+    batch = Batch.from_data_list(dictionary_lookup(4)[0][:3])
+    net = LookupNet(4, "gatv2", 1).eval()
+    assert net.out.bias is None
+    # the paper's F.dropout(x) after the layer: p=0.5, on in evaluation too
+    first, second = (net(batch.x, batch.edge_index) for _ in range(2))
+    assert not torch.equal(first, second)
+    steady = LookupNet(4, "gatv2", 1, always_dropout=False).eval()
+    assert torch.equal(steady(batch.x, batch.edge_index),
+                       steady(batch.x, batch.edge_index))
+    # ReLU comes before the layer: embeddings summing below 0 give nothing
+    # (GATv2 here has no bias)
+    with torch.no_grad():
+        steady.key.weight.fill_(-1.0)
+        steady.value.weight.fill_(-1.0)
+    assert bool((steady(batch.x, batch.edge_index) == 0).all())
+
+
 def test_pna_molhiv_net_matches_the_paper_and_pyg():
     from ogb.utils.features import get_atom_feature_dims
     deg = torch.tensor([0, 10, 20, 5, 1])

@@ -160,11 +160,17 @@ def test_dictionary_lookup_structure():
     assert torch.equal(graph.x[4:, 0], torch.arange(4))
     assert torch.equal(values[:, 1], torch.full((4,), 4))
     assert bool((graph.y[:4] == -1).all())
-    held_out = {(i, int(g.y[4 + i])) for g in train for i in range(4)
-                if not g.train_mask[4 + i]}
-    trained = {(i, int(g.y[4 + i])) for g in train for i in range(4)
-               if g.train_mask[4 + i]}
-    assert held_out and not held_out & trained
+    # the paper's split: train graphs use only allowed (key, value) pairs,
+    # int(0.8 ** (1/4) * 16) = 15 of the 16; every test graph holds the other
+    def pairs(g):
+        return {(i, int(v)) for i, v in enumerate(g.y[4:])}
+    trained = set().union(*map(pairs, train))
+    assert len(trained) == 15
+    assert all(pairs(g) - trained for g in test)
+    assert len(test) == 6  # the 3! permutations with the held-out pair
+    big_train, big_test = dictionary_lookup(10, 2_000, seed=1)
+    assert len(big_train) + len(big_test) == 2_000
+    assert 0.7 < len(big_train) / 2_000 < 0.9
 
 
 def test_generators_are_deterministic():
@@ -282,3 +288,29 @@ def test_commands_without_the_bench_extra_say_what_to_install(monkeypatch,
     monkeypatch.setattr(cli, "_run", missing)
     assert main(["ogb", "ogbg-molhiv", "--model", "gat"]) == 2
     assert "pip install 'gnnagg[bench]'" in capsys.readouterr().err
+
+
+def scripted(values):
+    values = iter(values)
+
+    def evaluate():
+        value = next(values)
+        return {"valid": value, "test": value}
+    return evaluate
+
+
+def test_fit_patience_counts_only_improvements_above_min_delta():
+    from gnnagg.bench.training import fit
+    creeping = [0.5, 0.50005, 0.50008, 0.6, 0.7, 0.8]
+    kwargs = dict(epochs=6, patience=2, show_progress=False)
+    # gains of 5e-5 and 3e-5 are not progress with min_delta=1e-4
+    assert fit(lambda e: 0.0, scripted(creeping), min_delta=1e-4,
+               **kwargs)["epochs"] == 3
+    assert fit(lambda e: 0.0, scripted(creeping), **kwargs)["epochs"] == 6
+
+
+def test_fit_stops_once_the_target_is_reached():
+    from gnnagg.bench.training import fit
+    result = fit(lambda e: 0.0, scripted([0.3, 1.0, 0.9, 0.9]), epochs=4,
+                 stop_at=1.0, show_progress=False)
+    assert result["epochs"] == 2 and result["test"] == 1.0

@@ -33,41 +33,35 @@ def dictionary_lookup(k: int, max_graphs: int = 32_000, seed: int = 0,
     every query node; query ``i`` must predict ``perm[i]``.
 
     ``x[:, 0]`` is the key id, ``x[:, 1]`` the value id (``k`` = none);
-    ``y`` is -1 on key nodes. All ``k!`` permutations when fewer than
-    ``max_graphs``, else that many distinct random ones. As in the paper's
-    code, ``(key, value)`` pairs are held out: a fifth of the pairs never
-    appear as a training target (those query nodes are masked out of the
-    training loss), and test accuracy is measured on unseen graphs.
+    ``y`` is -1 on key nodes. All ``k!`` permutations when there are at
+    most ``max_graphs``, else ``max_graphs`` random ones (drawn with
+    replacement). The split is the paper's code's: a random
+    ``train_fraction ** (1 / k)`` of the ``k^2`` (key, value) pairs is
+    allowed, graphs made only of allowed pairs train (about
+    ``train_fraction`` of them), and every other graph, holding at least one
+    pair never seen in training, tests.
     """
     rng = random.Random(seed)
     if math.factorial(k) <= max_graphs:
         perms = [list(p) for p in itertools.permutations(range(k))]
     else:
-        seen, perms = set(), []
-        while len(perms) < max_graphs:
-            p = list(range(k))
-            rng.shuffle(p)
-            if tuple(p) not in seen:
-                seen.add(tuple(p))
-                perms.append(p)
-    rng.shuffle(perms)
+        perms = [rng.sample(range(k), k) for _ in range(max_graphs)]
     pairs = [(i, v) for i in range(k) for v in range(k)]
-    held_out = set(rng.sample(pairs, len(pairs) // 5))
+    allowed = set(rng.sample(pairs, int(train_fraction ** (1 / k) * k * k)))
     src = torch.arange(k).repeat_interleave(k)
     dst = torch.arange(k, 2 * k).repeat(k)
     edge_index = torch.stack([src, dst])
-    graphs = []
+    train, test = [], []
     for perm in perms:
         keys = torch.cat([torch.arange(k), torch.arange(k)])
         values = torch.cat([torch.tensor(perm), torch.full((k,), k)])
         y = torch.cat([torch.full((k,), -1), torch.tensor(perm)])
-        train_mask = torch.tensor([False] * k + [(i, perm[i]) not in held_out
-                                                 for i in range(k)])
-        graphs.append(Data(x=torch.stack([keys, values], 1),
-                           edge_index=edge_index, y=y, train_mask=train_mask,
-                           num_nodes=2 * k))
-    cut = int(train_fraction * len(graphs))
-    return graphs[:cut], graphs[cut:]
+        graph = Data(x=torch.stack([keys, values], 1), edge_index=edge_index,
+                     y=y, num_nodes=2 * k)
+        seen = all((i, v) in allowed for i, v in enumerate(perm))
+        (train if seen else test).append(graph)
+    rng.shuffle(train)
+    return train, test
 
 
 GENERATORS = ("erdos_renyi", "barabasi_albert", "grid", "caveman", "tree",

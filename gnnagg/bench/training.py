@@ -26,7 +26,8 @@ def fit(train_epoch: Callable[[int], float],
         evaluate: Callable[[], Dict[str, float]], epochs: int,
         patience: Optional[int] = None, desc: str = "epochs",
         checkpoint: Optional[Checkpoint] = None,
-        show_progress: bool = True) -> dict:
+        show_progress: bool = True, min_delta: float = 0.0,
+        stop_at: Optional[float] = None) -> dict:
     """Train for up to ``epochs``; ``train_epoch(epoch)`` (1-based) returns
     the training loss, ``evaluate`` returns ``valid`` and ``test`` scores
     (higher is better), optionally ``valid_loss`` and any other scores
@@ -34,8 +35,10 @@ def fit(train_epoch: Callable[[int], float],
 
     The reported test score is the one at the epoch of best validation
     (OGB's protocol; ties go to the lower validation loss). With
-    ``patience``, stop once that many epochs passed without a better
-    validation score or a lower validation loss (the GAT paper's rule).
+    ``patience``, stop once that many epochs passed without a validation
+    score better by more than ``min_delta`` or a lower validation loss (the
+    GAT paper's rule); with ``stop_at``, stop once the validation score
+    reaches it.
     With ``checkpoint``, the state is saved after every epoch and a run
     with a saved state continues after its last finished epoch (reported
     as ``resumed_from_epoch``, 0 for a fresh run). ``time_per_epoch_s``
@@ -55,7 +58,8 @@ def fit(train_epoch: Callable[[int], float],
     bar = tqdm(range(state["epoch"] + 1, epochs + 1), desc=desc, leave=False,
                disable=not show_progress)
     for epoch in bar:
-        if patience is not None and state["waited"] >= patience:
+        if patience is not None and state["waited"] >= patience or \
+                stop_at is not None and state["best_valid"] >= stop_at:
             break
         start = time.perf_counter()
         loss = train_epoch(epoch)
@@ -70,7 +74,7 @@ def fit(train_epoch: Callable[[int], float],
         key = (scores["valid"], -valid_loss)
         if state["best_key"] is None or key > state["best_key"]:
             state["best_key"], state["best"] = key, dict(scores, epoch=epoch)
-        improved = (scores["valid"] > state["best_valid"]
+        improved = (scores["valid"] > state["best_valid"] + min_delta
                     or valid_loss < state["best_loss"])
         state["best_valid"] = max(state["best_valid"], scores["valid"])
         state["best_loss"] = min(state["best_loss"], valid_loss)

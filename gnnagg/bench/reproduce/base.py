@@ -53,7 +53,8 @@ class Reproduction:
         """Every setting of the run; ``quick`` gives a seconds-long one.
         Must hold ``models``, ``tasks``, ``epochs`` and ``patience``
         (``None``: no early stopping); ``model_epochs`` may give some models
-        their own number of epochs."""
+        their own number of epochs, ``min_delta`` and ``stop_at`` refine the
+        stopping rule (:func:`~gnnagg.bench.training.fit`)."""
         raise NotImplementedError
 
     def build(self, task: Any, model: str, seed: int,
@@ -206,7 +207,9 @@ def reproduce(reproduction: Reproduction, out_dir: str | Path,
                                                       protocol["epochs"])
         result = fit(run.train_epoch, run.evaluate, epochs,
                      protocol["patience"], desc=f"{task} {model} seed {seed}",
-                     checkpoint=checkpoint)
+                     checkpoint=checkpoint,
+                     min_delta=protocol.get("min_delta", 0.0),
+                     stop_at=protocol.get("stop_at"))
         store.append({
             "dataset": key, "task": task, "model": model, "seed": seed,
             "config": protocol, **result,

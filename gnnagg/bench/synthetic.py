@@ -51,7 +51,8 @@ def dictionary_lookup(k: int, max_graphs: int = 32_000, seed: int = 0,
     src = torch.arange(k).repeat_interleave(k)
     dst = torch.arange(k, 2 * k).repeat(k)
     edge_index = torch.stack([src, dst])
-    train, test = [], []
+    train: List[Data] = []
+    test: List[Data] = []
     for perm in perms:
         keys = torch.cat([torch.arange(k), torch.arange(k)])
         values = torch.cat([torch.tensor(perm), torch.full((k,), k)])

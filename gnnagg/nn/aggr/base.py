@@ -70,13 +70,15 @@ class SegmentAggregation(Aggregation):
     def forward(self, x: Tensor, index: Optional[Tensor] = None,
                 ptr: Optional[Tensor] = None, dim_size: Optional[int] = None,
                 dim: int = -2) -> Tensor:
-        x = x.movedim(dim, 0)
+        # messages along dim 0 (PyG's default dim=-2 of a matrix is that)
+        in_front = dim in (0, -x.dim())
+        x = x if in_front else x.movedim(dim, 0)
         dim_size = infer_dim_size(index, ptr, dim_size)
         if ptr is not None or not self.reduces_by_index:
             csr = csr_from_index(index, dim_size, ptr, num_messages=x.size(0))
             out = (self.reduce_segments(x, csr) if ptr is not None
                    else self.reduce_unsorted_segments(x, csr))
-            return out.movedim(0, dim)
+            return out if in_front else out.movedim(0, dim)
         index = check_index(index, x.size(0))
         if is_debug_enabled():
             check_index_range(index, dim_size)
@@ -85,7 +87,7 @@ class SegmentAggregation(Aggregation):
         except (RuntimeError, IndexError):  # a kernel refused an entry
             check_index_range(index, dim_size)
             raise
-        return out.movedim(0, dim)
+        return out if in_front else out.movedim(0, dim)
 
     @torch.jit.ignore
     def reduce_messages(self, x: Tensor, index: Tensor, num_segments: int,

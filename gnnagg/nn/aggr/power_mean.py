@@ -65,12 +65,12 @@ class PowerMeanAggregation(SegmentAggregation,
         if self.channels != 1:
             assert isinstance(p, Tensor)
             p = p.view(-1, self.channels)
-        identity = isinstance(p, (int, float)) and p == 1
-        if not identity:
-            x = x.clamp(self.min_value, self.max_value).pow(p)
-        out = reduce_messages(x, index, num_segments, "mean", rowptr)
-        if not identity:
-            out = out.clamp(self.min_value, self.max_value).pow(1.0 / p)
-            counts = message_counts(index, num_segments, rowptr)
-            out = out * (counts > 0).view((-1,) + (1,) * (x.dim() - 1))
-        return out
+        if isinstance(p, (int, float)) and p == 1:
+            return reduce_messages(x, index, num_segments, "mean", rowptr)
+        total = reduce_messages(x.clamp(self.min_value, self.max_value)
+                                .pow(p), index, num_segments, "sum", rowptr)
+        counts = message_counts(index, num_segments, rowptr, x.dtype).view(
+            (-1,) + (1,) * (x.dim() - 1))
+        out = (total / counts.clamp(min=1)).clamp(
+            self.min_value, self.max_value).pow(1.0 / p)
+        return out * (counts > 0)  # no messages: 0

@@ -217,3 +217,23 @@ def test_neighbour_and_shifted_stats_equal_gathered_messages(stats):
     assert torch.autograd.gradcheck(
         lambda t: torch.cat(list(neighbor_stats(t, csr, stats).values()),
                             -1), (q,))
+
+
+@pytest.mark.parametrize("build", [
+    *(lambda name=name: getattr(aggr, f"{name}Aggregation")()
+      for name in NAMES),
+    lambda: aggr.MultiAggregation(["mean", "max", "std"]),
+    lambda: aggr.DegreeScalerAggregation(["mean", "sum", "max"],
+                                         ["identity", "linear"],
+                                         torch.tensor([0, 3, 0, 1, 1])),
+    aggr.MulAggregation, lambda: aggr.LCMAggregation(6, 6),
+    lambda: aggr.RecurrentAggregation(6, 6),
+    lambda: aggr.TopMAttentionAggregation(6, m=2),
+], ids=NAMES + ["Multi", "DegreeScaler", "Mul", "LCM", "Recurrent", "TopM"])
+def test_torch_jit_script_runs_as_eager(build):
+    # PyG's own tests script every aggregation; gnnagg's methods stay
+    # Python (torch.jit.ignore) and its helper properties unscripted
+    x, index = _messages()
+    module = build().double().eval()
+    torch.testing.assert_close(torch.jit.script(module)(x, index),
+                               module(x, index))

@@ -58,6 +58,9 @@ class SegmentAggregation(Aggregation):
 
     #: whether :meth:`reduce_messages` is implemented
     reduces_by_index: bool = False
+    #: class attributes the Python methods read, copied onto a scripted
+    #: module (TorchScript keeps only what it knows)
+    __constants__ = ["reduces_by_index"]
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)

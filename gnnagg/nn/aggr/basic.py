@@ -17,6 +17,7 @@ class StatAggregation(SegmentAggregation):
 
     statistic: str
     reduces_by_index = True
+    __constants__ = ["reduces_by_index", "statistic"]
 
     def reduce_messages(self, x: Tensor, index: Tensor, num_segments: int,
                         rowptr: Optional[Tensor] = None) -> Tensor:
@@ -68,7 +69,8 @@ class MulAggregation(SegmentAggregation, pyg_aggr.MulAggregation):
                 ptr: Optional[Tensor] = None, dim_size: Optional[int] = None,
                 dim: int = -2) -> Tensor:
         require_index(index)
-        return super().forward(x, index, None, dim_size, dim)
+        # named, not super(): under torch.jit.script self is the script module
+        return SegmentAggregation.forward(self, x, index, None, dim_size, dim)
 
     def reduce_messages(self, x: Tensor, index: Tensor, num_segments: int,
                         rowptr: Optional[Tensor] = None) -> Tensor:

@@ -95,6 +95,8 @@ class LCMAggregation(SegmentAggregation, pyg_aggr.LCMAggregation):
     CHECKPOINT_ABOVE = 1 << 26
     #: operator pairs per checkpointed call.
     CHECKPOINT_PAIRS = 1 << 16
+    __constants__ = SegmentAggregation.__constants__ + [
+        "CHECKPOINT_ABOVE", "CHECKPOINT_PAIRS"]
 
     def __init__(self, in_channels: int, out_channels: int,
                  project: bool = True,
@@ -166,7 +168,8 @@ class LCMAggregation(SegmentAggregation, pyg_aggr.LCMAggregation):
                 ) -> Tensor:
         r"""As PyG's; ``max_num_elements`` is accepted and unused (nothing
         is padded)."""
-        return super().forward(x, index, ptr, dim_size, dim)
+        # named, not super(): under torch.jit.script self is the script module
+        return SegmentAggregation.forward(self, x, index, ptr, dim_size, dim)
 
     def reduce_segments(self, x: Tensor, csr: CSRGraph) -> Tensor:
         if x.dim() != 2 or x.size(1) != self.in_channels:

@@ -105,6 +105,9 @@ class DegreeScalerAggregation(SegmentAggregation,
         torch.Size([3, 32])
     """
 
+    #: Python-side helpers of gnnagg's layers, not scripted
+    __jit_unused_properties__ = ["statistics"]
+
     def __init__(self, aggr: Union[str, List[str], Aggregation],
                  scaler: Union[str, List[str]], deg: Tensor,
                  train_norm: bool = False,

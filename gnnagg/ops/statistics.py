@@ -31,7 +31,7 @@ split their gradient between ties, as PyG's scatter does.
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, Iterable, List, Optional
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -56,6 +56,18 @@ def _check(stats: Iterable[str]) -> List[str]:
     return stats
 
 
+def _sum_and_square_sum(reduce: Callable[[Tensor, str], Tensor],
+                        x: Tensor) -> Tuple[Tensor, Tensor]:
+    """``reduce`` of ``x`` and of ``x * x`` by sum: side by side in one
+    call on inputs of up to ``SMALL_SCATTER`` elements (fewer kernel calls),
+    in two above (no doubled copy of a large input)."""
+    if x.numel() <= SMALL_SCATTER:
+        both = reduce(torch.cat([x, x * x], dim=-1), "sum")
+        first, second = both.split(x.size(-1), dim=-1)
+        return first, second
+    return reduce(x, "sum"), reduce(x * x, "sum")
+
+
 def _stats(reduce: Callable[[Tensor, str], Tensor], x: Tensor,
            degree: Callable[[], Tensor],
            stats: List[str]) -> Dict[str, Tensor]:
@@ -65,14 +77,10 @@ def _stats(reduce: Callable[[Tensor, str], Tensor], x: Tensor,
     destination) only where a mean needs it."""
     out: Dict[str, Tensor] = {}
     needs_square = any(s in ("var", "std") for s in stats)
-    if needs_square and x.numel() <= SMALL_SCATTER:
-        # small inputs: one reduction of [x, x * x] (fewer kernel calls)
-        out["sum"], square_sum = reduce(torch.cat([x, x * x], dim=-1),
-                                        "sum").split(x.size(-1), dim=-1)
-    elif needs_square or any(s in ("sum", "mean") for s in stats):
+    if needs_square:
+        out["sum"], square_sum = _sum_and_square_sum(reduce, x)
+    elif any(s in ("sum", "mean") for s in stats):
         out["sum"] = reduce(x, "sum")
-        if needs_square:
-            square_sum = reduce(x * x, "sum")
     if needs_square or "mean" in stats:
         count = degree().clamp(min=1).to(x.dtype).view(
             (-1,) + (1,) * (x.dim() - 1))

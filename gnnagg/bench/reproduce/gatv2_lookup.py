@@ -97,11 +97,12 @@ class DictionaryLookup(Reproduction):
             optimizer, **protocol["plateau"])
         loader = DataLoader(train * protocol["passes_per_epoch"],
                             protocol["batch_size"], shuffle=True)
-        train_accuracy = {"value": 0.0}
+        train_accuracy = 0.0
 
         def train_epoch(epoch: int) -> float:
             """One epoch; keeps the paper's training accuracy: over the
             epoch's batches, in training mode."""
+            nonlocal train_accuracy
             net.train()
             total = correct = count = 0.0
             for batch in loader:
@@ -116,7 +117,7 @@ class DictionaryLookup(Reproduction):
                 total += float(loss.detach()) * int(queries.sum())
                 correct += int((out.argmax(-1) == batch.y[queries]).sum())
                 count += int(queries.sum())
-            train_accuracy["value"] = correct / count
+            train_accuracy = correct / count
             return total / count
 
         @torch.no_grad()
@@ -130,7 +131,7 @@ class DictionaryLookup(Reproduction):
                 out = net(batch.x, batch.edge_index)[queries]
                 correct += int((out.argmax(-1) == batch.y[queries]).sum())
                 total += int(queries.sum())
-            scores = {"valid": train_accuracy["value"],
+            scores = {"valid": train_accuracy,
                       "test": correct / total}
             scheduler.step(scores["valid"])
             return scores

@@ -17,7 +17,7 @@ class StatAggregation(SegmentAggregation):
 
     statistic: str
     reduces_by_index = True
-    __constants__ = ["reduces_by_index", "statistic"]
+    __constants__ = SegmentAggregation.__constants__ + ["statistic"]
 
     def reduce_messages(self, x: Tensor, index: Tensor, num_segments: int,
                         rowptr: Optional[Tensor] = None) -> Tensor:

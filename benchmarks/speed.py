@@ -216,8 +216,13 @@ def _sage_case(aggregation: str, channels=64):
         layer.load_state_dict(reference.state_dict())
         return layer
 
-    return build, lambda graph, device: _node_features(graph, device,
-                                                       channels)
+    def inputs(graph, device):
+        # the aggregation reads x itself: x needs a gradient for the
+        # aggregation's backward to run (and be timed)
+        (x, edge_index), kwargs = _node_features(graph, device, channels)
+        return (x.requires_grad_(), edge_index), kwargs
+
+    return build, inputs
 
 
 #: layer name -> (build(impl, edge_index) -> module,

@@ -116,6 +116,47 @@ def test_multi_aggregation_shares_reductions_for_pna_stats(monkeypatch):
     # the sums of x (mean, std) and x*x (std) side by side in one, max,
     # min: one each
     assert sorted(calls) == ["max", "min", "sum"]
+    # with a gradient to record, the two sums run apart (the backward of a
+    # concatenation costs more than the call it saves), to the same values
+    calls.clear()
+    without_grad = aggr.MultiAggregation(["mean", "var", "std"])(
+        x, index, dim_size=15)
+    assert calls == ["sum"]
+    calls.clear()
+    with_grad = aggr.MultiAggregation(["mean", "var", "std"])(
+        x.requires_grad_(), index, dim_size=15)
+    assert calls == ["sum", "sum"]
+    torch.testing.assert_close(with_grad, without_grad)
+
+
+@pytest.mark.parametrize("reduce", ["sum", "mean", "max"])
+@pytest.mark.parametrize("large", [False, True])
+def test_reduction_backward_keeps_no_copy_of_the_messages(monkeypatch,
+                                                          reduce, large):
+    """A sum or mean of unsorted messages saves only the index for its
+    backward, in both regimes (a large input's ``index_add_`` would keep
+    the messages alive through its own autograd); max and min need them."""
+    import gnnagg.ops.segment as segment
+    if large:  # every input counts as large
+        monkeypatch.setattr(segment, "SMALL_SCATTER", 0)
+    x, index = _messages()
+    x = x.clone().requires_grad_()
+    messages, saved = x * 1, []
+
+    def pack(tensor):
+        saved.append(tensor.untyped_storage().data_ptr())
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = segment.reduce_messages(messages, index, 15, reduce)
+    keeps_messages = messages.untyped_storage().data_ptr() in saved
+    assert keeps_messages == (reduce == "max")
+    expected = pyg_aggr.Aggregation().reduce(x, index, dim_size=15,
+                                             reduce=reduce)
+    grad = torch.randn_like(out)
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(torch.autograd.grad(out, x, grad)[0],
+                               torch.autograd.grad(expected, x, grad)[0])
 
 
 def test_sorted_ptr_input_matches_index_input():

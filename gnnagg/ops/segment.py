@@ -272,12 +272,18 @@ def reduce_messages(src: Tensor, index: Tensor, num_segments: int,
     reduces contiguous segments. Differentiable; max and min split the
     gradient between ties.
 
-    Sums and means of unsorted messages are PyTorch's own differentiable
-    scatter (what the operator's generic implementation runs): its
+    Unsorted messages that record no gradient, and sums and means of up to
+    ``SMALL_SCATTER`` unsorted elements, run PyTorch's own scatter (what the
+    operator's generic implementation runs) outside the operator: its
     C++ autograd costs less per call than a Python-registered one, which
-    matters on small graphs; everything else goes through the operator."""
+    matters on small graphs. Everything else goes through the operator,
+    whose backward keeps only ``index`` for sums and means (the autograd of
+    ``index_add_``, the larger inputs' scatter, would keep all of ``src``)."""
     _check_reduce(reduce)
-    if reduce in ("sum", "mean") and rowptr is None:
+    if rowptr is None and (not (torch.is_grad_enabled() and
+                                src.requires_grad) or
+                           (reduce in ("sum", "mean") and
+                            src.numel() <= SMALL_SCATTER)):
         return _scatter(src, index, num_segments, reduce)
     return _reduce(src, index, rowptr, num_segments, reduce)
 

@@ -11,10 +11,10 @@ For the :math:`d_i` values :math:`\mathcal{X}_i` of node :math:`i`:
 
 The first and second moments come from the sums of :math:`x` and
 :math:`x^2`, shared by every statistic that needs them and, on inputs of
-up to ``SMALL_SCATTER`` elements, reduced side by side in one call:
-``mean, min, max, std`` cost three reductions there, four above (PyG's
-separate aggregations: six). Empty neighbourhoods give 0 for every
-statistic.
+up to ``SMALL_SCATTER`` elements that record no gradient, reduced side by
+side in one call: ``mean, min, max, std`` cost three reductions there,
+four otherwise (PyG's separate aggregations: six). Empty neighbourhoods
+give 0 for every statistic.
 
 * :func:`message_stats` reduces messages by destination (sorted or not).
 * :func:`segment_stats` reduces per-edge values already in CSR order.
@@ -59,9 +59,12 @@ def _check(stats: Iterable[str]) -> List[str]:
 def _sum_and_square_sum(reduce: Callable[[Tensor, str], Tensor],
                         x: Tensor) -> Tuple[Tensor, Tensor]:
     """``reduce`` of ``x`` and of ``x * x`` by sum: side by side in one
-    call on inputs of up to ``SMALL_SCATTER`` elements (fewer kernel calls),
-    in two above (no doubled copy of a large input)."""
-    if x.numel() <= SMALL_SCATTER:
+    call on inputs of up to ``SMALL_SCATTER`` elements that record no
+    gradient (fewer kernel calls), else in two (no doubled copy of a large
+    input; the backward of the concatenation and split costs more than the
+    call it saves)."""
+    if x.numel() <= SMALL_SCATTER and not (torch.is_grad_enabled() and
+                                           x.requires_grad):
         both = reduce(torch.cat([x, x * x], dim=-1), "sum")
         first, second = both.split(x.size(-1), dim=-1)
         return first, second
@@ -87,9 +90,11 @@ def _stats(reduce: Callable[[Tensor, str], Tensor], x: Tensor,
         out["mean"] = out["sum"] / count
         if needs_square:
             mean = out["mean"]
-            out["var"] = (square_sum / count - mean * mean).clamp(min=0)
+            # unfloored: rounding can leave it slightly below 0
+            variance = square_sum / count - mean * mean
+            out["var"] = variance.relu()  # a cheaper backward than clamp's
         if "std" in stats:
-            std = out["var"].clamp(min=STD_EPS).sqrt()
+            std = variance.clamp(min=STD_EPS).sqrt()
             out["std"] = std.masked_fill(std <= math.sqrt(STD_EPS), 0.0)
     for extreme in ("max", "min"):
         if extreme in stats:

@@ -30,7 +30,9 @@ class SymmetricMLP(Module):
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
         both = self.mlp(torch.cat([torch.cat([a, b], -1),
                                    torch.cat([b, a], -1)]))
-        return both.view(2, a.size(0), -1).mean(0)
+        # sizes spelled out: inferring one (-1) divides by a.size(0), which
+        # a compiled level without pairs makes 0
+        return both.view(2, a.size(0), both.size(1)).mean(0)
 
 
 class LCMAggregation(SegmentAggregation, pyg_aggr.LCMAggregation):
@@ -151,7 +153,9 @@ class LCMAggregation(SegmentAggregation, pyg_aggr.LCMAggregation):
             return self.operator(a, b)
         assert self.gru_cell is not None  # one of the two is set
         both = self.gru_cell(torch.cat([a, b]), torch.cat([b, a]))
-        return both.view(2, a.size(0), -1).mean(0)
+        # sizes spelled out: inferring one (-1) divides by a.size(0), which
+        # a compiled level without pairs makes 0
+        return both.view(2, a.size(0), both.size(1)).mean(0)
 
     def associativity_penalty(self, x: Tensor, samples: int) -> Tensor:
         r"""Mean of :math:`\lVert (a \oplus b) \oplus c - a \oplus

@@ -89,6 +89,9 @@ def operator_calls():
                   (leaf(N, 3), order, position)))
     calls.append(("segment_topm", OPS.segment_topm,
                   (torch.randn(E, 2), csr.rowptr, 2)))
+    exponent = (torch.rand(1, 3, dtype=torch.double) + 0.5).requires_grad_()
+    calls.append(("clamped_power", OPS.clamped_power,
+                  (leaf(E, 3), exponent, 0.1, 1.5)))
     return calls
 
 

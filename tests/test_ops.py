@@ -4,8 +4,8 @@ from hypothesis import given, settings, strategies as st
 from torch_geometric.utils import softmax as pyg_softmax
 
 from gnnagg.nn.conv.loop_features import self_loop_edge_features
-from gnnagg.ops import (build_csr, csr_view, degree_scaled_linear, gatv2_score,
-                        permute_rows,
+from gnnagg.ops import (build_csr, clamped_power, csr_view,
+                        degree_scaled_linear, gatv2_score, permute_rows,
                         segment_reduce, segment_softmax, set_backend,
                         weighted_aggregate)
 from gnnagg.ops.backend import get_backend, has_torch_scatter, uses_torch_scatter
@@ -298,3 +298,45 @@ def test_aggregation_is_invariant_to_edge_order(num_nodes, num_edges, seed):
     torch.testing.assert_close(aggregate(edge_index, scores),
                                aggregate(edge_index[:, shuffle],
                                          scores[shuffle]))
+
+
+@pytest.mark.parametrize("exponent", [2.5, "learned"])
+def test_clamped_power_matches_autograd_at_the_clamp_bounds(exponent):
+    """The operator's value and gradients equal autograd's clamp and power,
+    at the bounds too (both pass the gradient where x equals a bound)."""
+    x = torch.tensor([[-1.0, 0.0, 1e-4, 0.3], [2.0, 100.0, 150.0, 7.0]],
+                     dtype=torch.double, requires_grad=True)
+    p = (torch.tensor([[0.7, 1.5, 3.0, -0.5]], dtype=torch.double,
+                      requires_grad=True) if exponent == "learned"
+         else exponent)
+    ours = clamped_power(x, p, 1e-4, 100.0)
+    expected = x.clamp(1e-4, 100.0).pow(p)
+    torch.testing.assert_close(ours, expected)
+    leaves = [x, p] if exponent == "learned" else [x]
+    grad = torch.randn_like(ours)
+    for got, want in zip(torch.autograd.grad(ours, leaves, grad),
+                         torch.autograd.grad(expected, leaves, grad)):
+        torch.testing.assert_close(got, want)
+    assert ours.grad_fn.name().startswith("torch::autograd::CppNode") or \
+        "clamped_power" in ours.grad_fn.name()
+
+
+def test_clamped_power_without_a_positive_floor_is_autograds():
+    # where the clamped value may be 0, the operator's p*y/x is undefined:
+    # the plain chain runs (its gradient at 0 is PyTorch's)
+    x = torch.tensor([0.0, 0.5, 2.0], requires_grad=True)
+    for low in (None, 0.0):
+        out = clamped_power(x, 2.0, low, None)
+        assert "clamped_power" not in out.grad_fn.name()
+        out.sum().backward()
+        torch.testing.assert_close(x.grad, 2 * x.detach())
+        x.grad = None
+
+
+def test_clamped_power_keeps_low_precision_inputs_as_pyg_does():
+    x = torch.rand(5, 3, dtype=torch.bfloat16, requires_grad=True)
+    p = torch.nn.Parameter(torch.tensor([1.5]))  # PyG's learned p: float32
+    out = clamped_power(x, p, 1e-4, 100.0)
+    assert out.dtype == (x.clamp(1e-4, 100.0).pow(p)).dtype
+    out.sum().backward()
+    assert x.grad.dtype == torch.bfloat16 and p.grad.dtype == torch.float32

@@ -6,6 +6,7 @@ from .csr import (CSRGraph, build_csr, cached_views, check_edge_index,
 from .degree_linear import MAX_DEGREE_GROUPS, degree_scaled_linear
 from .dynamic_attention import gatv2_score
 from .permute import permute_rows
+from .power import clamped_power
 from .statistics import (message_stats, neighbor_stats, segment_stats,
                          shift_stats)
 from .library import generic_forced, use_generic
@@ -27,5 +28,5 @@ __all__ = [
     "message_softmax",
     "segment_tree_reduce", "segment_topm", "weighted_aggregate",
     "gatv2_score", "message_attention", "permute_rows",
-    "degree_scaled_linear", "MAX_DEGREE_GROUPS",
+    "degree_scaled_linear", "MAX_DEGREE_GROUPS", "clamped_power",
 ]

@@ -7,7 +7,7 @@ from typing import Optional
 from torch import Tensor
 from torch_geometric.nn import aggr as pyg_aggr
 
-from ...ops import message_counts, reduce_messages
+from ...ops import clamped_power, message_counts, reduce_messages
 from .base import SegmentAggregation
 
 
@@ -67,10 +67,11 @@ class PowerMeanAggregation(SegmentAggregation,
             p = p.view(-1, self.channels)
         if isinstance(p, (int, float)) and p == 1:
             return reduce_messages(x, index, num_segments, "mean", rowptr)
-        total = reduce_messages(x.clamp(self.min_value, self.max_value)
-                                .pow(p), index, num_segments, "sum", rowptr)
+        total = reduce_messages(
+            clamped_power(x, p, self.min_value, self.max_value), index,
+            num_segments, "sum", rowptr)
         counts = message_counts(index, num_segments, rowptr, x.dtype).view(
             (-1,) + (1,) * (x.dim() - 1))
-        out = (total / counts.clamp(min=1)).clamp(
-            self.min_value, self.max_value).pow(1.0 / p)
+        out = clamped_power(total / counts.clamp(min=1), 1.0 / p,
+                            self.min_value, self.max_value)
         return out * (counts > 0)  # no messages: 0

@@ -98,8 +98,9 @@ class GATConv(AttentionConv, PyGGATConv):
         csr = self._graph(edge_index, h_src.size(0),
                           None if h_dst is None else h_dst.size(0), size,
                           kept_edges)
-        alpha_src = (h_src * self.att_src).sum(-1)
-        alpha_dst = None if h_dst is None else (h_dst * self.att_dst).sum(-1)
+        alpha_src = self._node_scores(x_src, lin_src, self.att_src)
+        alpha_dst = None if x_dst is None else self._node_scores(
+            x_dst, lin_dst, self.att_dst)
         edge_feat = self._edge_features(csr, edge_attr)
         if self._through_propagate():
             graph = csr.by_destination
@@ -117,6 +118,20 @@ class GATConv(AttentionConv, PyGGATConv):
         if return_attention_weights:
             return out, self._attention_weights(edge_index, csr, alpha)
         return out
+
+    @staticmethod
+    def _node_scores(x: Tensor, lin, att: Tensor) -> Tensor:
+        r""":math:`\mathbf{a}^\top \mathbf{\Theta} \mathbf{x}_i` per head
+        as :math:`\mathbf{x}_i^\top (\mathbf{\Theta}^\top \mathbf{a})`:
+        the attention vector folded into the weight, one ``F_in x H``
+        product instead of the ``N x H x C`` product and sum over the
+        projections (and their backward, which reduces over all nodes)."""
+        H, C = att.shape[-2:]
+        weight = (lin.weight.view(H, C, -1) * att.view(H, C, 1)).sum(1)
+        scores = F.linear(x, weight)
+        if lin.bias is not None:
+            scores = scores + (lin.bias.view(H, C) * att.view(H, C)).sum(-1)
+        return scores
 
     def edge_update(self, alpha_j: Tensor, alpha_i: Optional[Tensor],
                     edge_attr: Optional[Tensor], index: Tensor,

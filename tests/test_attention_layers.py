@@ -58,6 +58,42 @@ def test_parity_with_edge_features(layer, fill_value):
     assert_same(ours, reference, (x, edge_index, edge_attr))
 
 
+class LowRankAdapter(torch.nn.Module):
+    """A linear map plus a trainable low-rank delta (as LoRA wraps one):
+    its ``weight`` alone does not give its output."""
+
+    def __init__(self, linear, rank=2):
+        super().__init__()
+        self.base, self.weight = linear, linear.weight
+        self.down = torch.nn.Linear(linear.in_channels, rank, bias=False)
+        self.up = torch.nn.Linear(rank, linear.out_channels, bias=False)
+
+    def forward(self, x):
+        return self.base(x) + self.up(self.down(x))
+
+
+@pytest.mark.parametrize("bipartite", [False, True])
+def test_gat_with_a_wrapped_linear_map_matches_pyg(bipartite):
+    # the folded attention scores read lin.weight; a module whose output
+    # is not lin.weight's map (an adapter) must get PyG's sum instead
+    channels = (12, 6) if bipartite else 12
+    ours, reference = paired(GATConv, pyg_nn.GATConv, channels, 8, heads=2)
+    names = ["lin_src", "lin_dst"] if bipartite else ["lin"]
+    for name in names:
+        torch.manual_seed(len(name))
+        adapter = LowRankAdapter(getattr(reference, name))
+        setattr(reference, name, adapter)
+        setattr(ours, name, LowRankAdapter(getattr(ours, name)))
+        getattr(ours, name).load_state_dict(adapter.state_dict())
+    x = torch.randn(25, 12, requires_grad=True)
+    if bipartite:
+        inputs = ((x, torch.randn(10, 6, requires_grad=True)),
+                  random_graph(25, 90, 10))
+    else:
+        inputs = (x, random_graph(25, 90, 25))
+    assert_same(ours, reference, inputs)
+
+
 @pytest.mark.parametrize("layer", LAYERS, ids=["GAT", "GATv2"])
 @pytest.mark.parametrize("self_loops", [True, False])
 def test_parity_bipartite(layer, self_loops):

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from typing import Optional, Tuple, Union
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch_geometric.nn.dense.linear import Linear
 from torch_geometric.typing import SparseTensor
 from torch_geometric.nn.conv import GATConv as PyGGATConv
 
@@ -98,9 +100,9 @@ class GATConv(AttentionConv, PyGGATConv):
         csr = self._graph(edge_index, h_src.size(0),
                           None if h_dst is None else h_dst.size(0), size,
                           kept_edges)
-        alpha_src = self._node_scores(x_src, lin_src, self.att_src)
-        alpha_dst = None if x_dst is None else self._node_scores(
-            x_dst, lin_dst, self.att_dst)
+        alpha_src = self._node_scores(x_src, h_src, lin_src, self.att_src)
+        alpha_dst = None if x_dst is None or h_dst is None else \
+            self._node_scores(x_dst, h_dst, lin_dst, self.att_dst)
         edge_feat = self._edge_features(csr, edge_attr)
         if self._through_propagate():
             graph = csr.by_destination
@@ -120,12 +122,17 @@ class GATConv(AttentionConv, PyGGATConv):
         return out
 
     @staticmethod
-    def _node_scores(x: Tensor, lin, att: Tensor) -> Tensor:
+    def _node_scores(x: Tensor, h: Tensor, lin, att: Tensor) -> Tensor:
         r""":math:`\mathbf{a}^\top \mathbf{\Theta} \mathbf{x}_i` per head
-        as :math:`\mathbf{x}_i^\top (\mathbf{\Theta}^\top \mathbf{a})`:
-        the attention vector folded into the weight, one ``F_in x H``
-        product instead of the ``N x H x C`` product and sum over the
-        projections (and their backward, which reduces over all nodes)."""
+        (``h = lin(x)``) as
+        :math:`\mathbf{x}_i^\top (\mathbf{\Theta}^\top \mathbf{a})`: the
+        attention vector folded into the weight, one ``F_in x H`` product
+        instead of the ``N x H x C`` product and sum over the projections
+        (and their backward, which reduces over all nodes). Only for a
+        plain linear map; any other module in ``lin`` (a wrapper, an
+        adapter) gets the sum over ``h``, as in PyG."""
+        if type(lin) not in (Linear, torch.nn.Linear):
+            return (h * att).sum(-1)
         H, C = att.shape[-2:]
         weight = (lin.weight.view(H, C, -1) * att.view(H, C, 1)).sum(1)
         scores = F.linear(x, weight)

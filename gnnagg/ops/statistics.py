@@ -92,7 +92,8 @@ def _stats(reduce: Callable[[Tensor, str], Tensor], x: Tensor,
             mean = out["mean"]
             # unfloored: rounding can leave it slightly below 0
             variance = square_sum / count - mean * mean
-            out["var"] = variance.relu()  # a cheaper backward than clamp's
+            if "var" in stats:
+                out["var"] = variance.relu()  # cheaper backward than clamp's
         if "std" in stats:
             std = variance.clamp(min=STD_EPS).sqrt()
             out["std"] = std.masked_fill(std <= math.sqrt(STD_EPS), 0.0)

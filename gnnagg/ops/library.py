@@ -11,7 +11,16 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
+import torch
+from torch import Tensor
+
 _state = {"generic": False}
+
+
+def records_grad(tensor: Tensor) -> bool:
+    """Whether autograd records the operations on ``tensor`` now (a
+    backward pass will need what they save)."""
+    return torch.is_grad_enabled() and tensor.requires_grad
 
 
 def generic_forced() -> bool:

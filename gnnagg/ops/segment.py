@@ -36,7 +36,7 @@ from torch import Tensor
 
 from .backend import native_segment_reduce
 from .csr import index_counts, segment_ids
-from .library import generic_forced
+from .library import generic_forced, records_grad
 
 REDUCTIONS = ("sum", "mean", "max", "min")
 #: message elements up to which a sum scatters with ``scatter_add`` (its
@@ -280,10 +280,8 @@ def reduce_messages(src: Tensor, index: Tensor, num_segments: int,
     whose backward keeps only ``index`` for sums and means (the autograd of
     ``index_add_``, the larger inputs' scatter, would keep all of ``src``)."""
     _check_reduce(reduce)
-    if rowptr is None and (not (torch.is_grad_enabled() and
-                                src.requires_grad) or
-                           (reduce in ("sum", "mean") and
-                            src.numel() <= SMALL_SCATTER)):
+    if rowptr is None and (not records_grad(src) or (
+            reduce in ("sum", "mean") and src.numel() <= SMALL_SCATTER)):
         return _scatter(src, index, num_segments, reduce)
     return _reduce(src, index, rowptr, num_segments, reduce)
 

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from .csr import CSRGraph
-from .library import generic_forced
+from .library import generic_forced, records_grad
 
 #: dtypes PyTorch's CPU CSR products (``addmm``, ``sampled_addmm``) take
 _SPARSE_DTYPES = (torch.float32, torch.float64)
@@ -147,8 +147,7 @@ def weighted_aggregate(alpha: Tensor, x: Tensor, csr: CSRGraph) -> Tensor:
         raise TypeError(f"alpha ({alpha.dtype}) and x ({x.dtype}) must have "
                         "the same dtype")
     transpose = (None, None, None)
-    if torch.is_grad_enabled() and x.requires_grad and \
-            _use_sparse(alpha, x):
+    if records_grad(x) and _use_sparse(alpha, x):
         transpose = csr.transpose
     return _weighted_aggregate(alpha, x, csr.rowptr, csr.col, csr.row,
                                *transpose, csr.num_dst)

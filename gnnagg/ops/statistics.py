@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from .csr import CSRGraph, segment_ids
+from .library import records_grad
 from .segment import (SMALL_SCATTER, gather_reduce, message_counts,
                       reduce_messages)
 
@@ -63,8 +64,7 @@ def _sum_and_square_sum(reduce: Callable[[Tensor, str], Tensor],
     gradient (fewer kernel calls), else in two (no doubled copy of a large
     input; the backward of the concatenation and split costs more than the
     call it saves)."""
-    if x.numel() <= SMALL_SCATTER and not (torch.is_grad_enabled() and
-                                           x.requires_grad):
+    if x.numel() <= SMALL_SCATTER and not records_grad(x):
         both = reduce(torch.cat([x, x * x], dim=-1), "sum")
         first, second = both.split(x.size(-1), dim=-1)
         return first, second
@@ -132,8 +132,7 @@ def neighbor_stats(x: Tensor, csr: CSRGraph,
         raise ValueError(f"expected {csr.num_src} rows of node values, got "
                          f"{x.size(0)}")
     transpose = None
-    if torch.is_grad_enabled() and x.requires_grad and \
-            x.device.type == "cpu":
+    if records_grad(x) and x.device.type == "cpu":
         transpose = csr.transpose[:2]
     return _stats(lambda t, how: gather_reduce(
         t, csr.col, csr.row, csr.num_dst, how, csr.rowptr, transpose), x,

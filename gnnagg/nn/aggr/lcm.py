@@ -16,6 +16,14 @@ from ...ops import CSRGraph, segment_tree_reduce
 from .base import SegmentAggregation
 
 
+def _mean_of_both_orders(both: Tensor) -> Tensor:
+    """The mean of ``op(a, b)`` and ``op(b, a)``, given both stacked
+    (``(2P, F)``). Sizes spelled out: inferring one (-1) divides by ``P``,
+    which a compiled tree level without pairs makes 0."""
+    pairs = both.size(0) // 2
+    return both.view(2, pairs, both.size(1)).mean(0)
+
+
 class SymmetricMLP(Module):
     r""":math:`a \oplus b = \tfrac12\big(f([a \Vert b]) + f([b \Vert
     a])\big)` with :math:`f` a two-layer ReLU MLP: the paper's other
@@ -28,11 +36,8 @@ class SymmetricMLP(Module):
             Linear(channels, channels))
 
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
-        both = self.mlp(torch.cat([torch.cat([a, b], -1),
-                                   torch.cat([b, a], -1)]))
-        # sizes spelled out: inferring one (-1) divides by a.size(0), which
-        # a compiled level without pairs makes 0
-        return both.view(2, a.size(0), both.size(1)).mean(0)
+        return _mean_of_both_orders(self.mlp(torch.cat([
+            torch.cat([a, b], -1), torch.cat([b, a], -1)])))
 
 
 class LCMAggregation(SegmentAggregation, pyg_aggr.LCMAggregation):
@@ -152,10 +157,8 @@ class LCMAggregation(SegmentAggregation, pyg_aggr.LCMAggregation):
         if self.operator is not None:
             return self.operator(a, b)
         assert self.gru_cell is not None  # one of the two is set
-        both = self.gru_cell(torch.cat([a, b]), torch.cat([b, a]))
-        # sizes spelled out: inferring one (-1) divides by a.size(0), which
-        # a compiled level without pairs makes 0
-        return both.view(2, a.size(0), both.size(1)).mean(0)
+        return _mean_of_both_orders(self.gru_cell(torch.cat([a, b]),
+                                                  torch.cat([b, a])))
 
     def associativity_penalty(self, x: Tensor, samples: int) -> Tensor:
         r"""Mean of :math:`\lVert (a \oplus b) \oplus c - a \oplus

@@ -28,29 +28,52 @@ from .csr import CSRGraph
 CHUNK_ELEMENTS = 1 << 21
 
 
-def _chunks(num_edges: int, width: int):
-    step = max(1, CHUNK_ELEMENTS // max(1, width))
-    for start in range(0, num_edges, step):
-        yield slice(start, min(start + step, num_edges))
-
-
-def _preactivation(x_src, x_dst, edge_attr, edge_weight, col, row, part):
-    s = x_src.index_select(0, col[part])
-    s += x_dst.index_select(0, row[part])
+def _preactivation(x_src, x_dst, edge_attr, edge_weight, col, row):
+    """The whole ``E x H x C`` pre-activation, for graphs that fit in one
+    chunk (differentiable)."""
+    s = x_src.index_select(0, col) + x_dst.index_select(0, row)
     if edge_attr is not None:
-        s += (edge_attr[part] @ edge_weight.t()).view_as(s)
+        s = s + (edge_attr @ edge_weight.t()).view_as(s)
     return s
+
+
+def _preactivation_chunks(x_src, x_dst, edge_attr, edge_weight, col, row):
+    """Yield ``(part, s)``: the pre-activation ``s`` of the edges in the slice
+    ``part``, chunk after chunk, formed in one buffer that every chunk reuses
+    (the caller may overwrite it)."""
+    num_edges = col.numel()
+    step = max(1, min(num_edges, CHUNK_ELEMENTS // x_src[0].numel()))
+    buffer = x_src.new_empty((step,) + tuple(x_src.shape[1:]))
+    addend = torch.empty_like(buffer)
+    for start in range(0, num_edges, step):
+        part = slice(start, min(start + step, num_edges))
+        count = part.stop - start
+        s, t = buffer[:count], addend[:count]
+        torch.index_select(x_src, 0, col[part], out=s)
+        s += torch.index_select(x_dst, 0, row[part], out=t)
+        if edge_attr is not None:
+            s += torch.mm(edge_attr[part], edge_weight.t(),
+                          out=t.view(count, -1)).view_as(s)
+        yield part, s
+
+
+def _per_head(att: Tensor) -> Tensor:
+    """``(H, C)`` -> the ``(H C, H)`` block-diagonal matrix that maps a row
+    of ``H x C`` values to its ``H`` per-head dot products with ``att``:
+    one dense product instead of a batched one over strided heads."""
+    heads = att.size(0)
+    eye = torch.eye(heads, dtype=att.dtype, device=att.device)
+    return (att.unsqueeze(-1) * eye.unsqueeze(1)).reshape(att.numel(), heads)
 
 
 def _scores(x_src, x_dst, att, col, row, edge_attr, edge_weight,
             negative_slope):
-    heads, channels = att.shape
-    scores = x_src.new_empty(col.numel(), heads)
-    for part in _chunks(col.numel(), heads * channels):
-        s = _preactivation(x_src, x_dst, edge_attr, edge_weight, col, row,
-                           part)
-        scores[part] = torch.einsum("ehc,hc->eh",
-                                    F.leaky_relu_(s, negative_slope), att)
+    scores = x_src.new_empty(col.numel(), att.size(0))
+    per_head = _per_head(att)
+    for part, s in _preactivation_chunks(x_src, x_dst, edge_attr,
+                                         edge_weight, col, row):
+        torch.mm(F.leaky_relu_(s, negative_slope).view(s.size(0), -1),
+                 per_head, out=scores[part])
     return scores
 
 
@@ -79,28 +102,37 @@ def _gatv2_score_backward(grad_scores: Tensor, x_src: Tensor, x_dst: Tensor,
     two empty without edge features), recomputing the pre-activation one
     chunk of edges at a time."""
     grad_src, grad_dst = torch.zeros_like(x_src), torch.zeros_like(x_dst)
-    grad_att = torch.zeros_like(att)
     edges = (edge_attr, edge_weight) if edge_attr is not None and \
         edge_weight is not None else None
     grad_edge_attr = (torch.empty_like(edges[0]) if edges is not None
                       else x_src.new_empty(0))
     grad_edge_weight = (torch.zeros_like(edges[1]) if edges is not None
                         else x_src.new_empty(0))
-    heads, channels = att.shape
-    for part in _chunks(col.numel(), heads * channels):
-        s = _preactivation(x_src, x_dst, edge_attr, edge_weight, col, row,
-                           part)
-        slope = torch.where(s > 0, s.new_ones(()),
-                            s.new_full((), negative_slope))
-        g = grad_scores[part].unsqueeze(-1)
-        grad_att += (g * s * slope).sum(0)
-        d_s = slope.mul_(g).mul_(att)  # d score / d pre-activation
-        grad_src.index_add_(0, col[part], d_s)
-        grad_dst.index_add_(0, row[part], d_s)
+    # sum_e g_e^T leaky_relu(s_e) for all pairs of heads; grad_att is its
+    # block diagonal (one dense product per chunk, no batched einsum)
+    head_pairs = att.new_zeros(att.size(0), att.numel())
+    d_s: Optional[Tensor] = None  # the first chunk is the largest
+    for part, s in _preactivation_chunks(x_src, x_dst, edge_attr,
+                                         edge_weight, col, row):
+        g = grad_scores[part]
+        count = s.size(0)
+        if d_s is None:
+            d_s = torch.empty_like(s)
+        d = d_s[:count]
+        # d score / d pre-activation: g a, times the slope where s <= 0
+        torch.mul(g.unsqueeze(-1), att, out=d)
+        torch.ops.aten.leaky_relu_backward.grad_input(
+            d, s, negative_slope, False, grad_input=d)
+        head_pairs.addmm_(g.t(), F.leaky_relu_(s, negative_slope).view(
+            count, -1))
+        grad_src.index_add_(0, col[part], d)
+        grad_dst.index_add_(0, row[part], d)
         if edges is not None:
-            d_flat = d_s.view(d_s.size(0), -1)
+            d_flat = d.view(count, -1)
             grad_edge_attr[part] = d_flat @ edges[1]
             grad_edge_weight += d_flat.t() @ edges[0][part]
+    grad_att = head_pairs.view(att.size(0), *att.shape).diagonal(
+        dim1=0, dim2=1).t().contiguous()
     return [grad_src, grad_dst, grad_att, grad_edge_attr, grad_edge_weight]
 
 
@@ -162,8 +194,8 @@ def gatv2_score(x_src: Tensor, x_dst: Tensor, att: Tensor, csr: CSRGraph,
                          f"{edge_attr.size(0)}")
     if csr.num_edges * heads * channels <= CHUNK_ELEMENTS:
         s = _preactivation(x_src, x_dst, edge_attr, edge_weight, csr.col,
-                           csr.row, slice(None))
-        return torch.einsum("ehc,hc->eh", F.leaky_relu(s, negative_slope),
-                            att)
+                           csr.row)
+        return F.leaky_relu(s, negative_slope).view(s.size(0), att.numel()) \
+            @ _per_head(att)
     return _gatv2_score(x_src, x_dst, att, csr.col, csr.row, edge_attr,
                         edge_weight, float(negative_slope))

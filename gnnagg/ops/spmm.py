@@ -93,8 +93,10 @@ def _weighted_aggregate_backward(
                 slot_t is not None:
             grad_x = x.new_empty(x.shape)
             shape = (x.size(0), rowptr.numel() - 1)
+            alpha_t = alpha.index_select(0, slot_t)  # one gather, all heads
             for h in range(x.size(1)):
-                adj_t = _sparse(rowptr_t, col_t, alpha[slot_t, h], shape)
+                adj_t = _sparse(rowptr_t, col_t, alpha_t[:, h].contiguous(),
+                                shape)
                 grad_x[:, h] = adj_t @ grad_out[:, h]
         else:
             grad_x = _generic(alpha, grad_out, row, col, x.size(0))

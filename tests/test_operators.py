@@ -41,6 +41,9 @@ def operator_calls():
         calls.append((f"gather_reduce-{reduce}", OPS.gather_reduce,
                       (leaf(N, 3), csr.col, csr.row, csr.rowptr, rowptr_t,
                        col_t, N, reduce)))
+    calls.append(("gather_reduce-extremes", OPS.gather_reduce,
+                  (leaf(N, 3), csr.col, csr.row, csr.rowptr, None, None, N,
+                   "extremes")))
     calls.append(("softmax-sorted", OPS.softmax,
                   (leaf(E, 2), csr.row, csr.rowptr, N)))
     calls.append(("softmax-scatter", OPS.softmax,

@@ -6,6 +6,7 @@ from hypothesis import given, settings, strategies as st
 from torch_geometric.nn import aggr as pyg_aggr
 from torch_geometric.utils import scatter
 
+import gnnagg.ops.segment as segment_module
 from gnnagg.nn import aggr
 from gnnagg.ops import (csr_view, neighbor_stats, segment_max, segment_min,
                         segment_reduce, segment_stats)
@@ -51,24 +52,47 @@ def test_segment_extremes_split_ties_like_pyg(num_nodes, num_messages, levels,
         nonempty], grad[nonempty])
 
 
+def pyg_neighbour_extreme(x, edge_index, num_nodes, grad, reduce):
+    """PyG's max or min of x over in-neighbours, and the gradient of x."""
+    gathered = x.index_select(0, edge_index[0]).requires_grad_()
+    out = scatter(gathered, edge_index[1], 0, num_nodes, reduce)
+    grad_edges = torch.autograd.grad(out, gathered, grad)[0]
+    return out, scatter(grad_edges, edge_index[0], 0, num_nodes)
+
+
 @settings(max_examples=30, deadline=None)
 @given(num_nodes=st.integers(1, 8), num_edges=st.integers(0, 40),
-       levels=st.integers(1, 3), seed=st.integers(0, 10_000))
+       levels=st.integers(1, 3), seed=st.integers(0, 10_000),
+       chunk=st.sampled_from([1, 3, 1 << 15]))
 def test_neighbour_extremes_split_ties_with_duplicate_edges(
-        num_nodes, num_edges, levels, seed):
+        num_nodes, num_edges, levels, seed, chunk):
+    # small chunks: ties whose slots fall in different chunks of both the
+    # first pass and the pass that corrects tied segments
     edge_index = random_graph(num_nodes, num_edges, seed=seed)
     edge_index = torch.cat([edge_index, edge_index[:, :num_edges // 2]], 1)
     x, _, grad = tied_messages(num_nodes, num_nodes, 3, levels, seed)
     csr = csr_view(edge_index, num_nodes)
-    for reduce, function in (("max", segment_max), ("min", segment_min)):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(segment_module, "CHUNK_SLOTS", chunk)
+        for reduce, function in (("max", segment_max), ("min", segment_min)):
+            node_x = x.clone().requires_grad_()
+            out = function(node_x, csr.rowptr, csr.row, csr.col)
+            got = torch.autograd.grad(out, node_x, grad)[0]
+            expected_out, expected = pyg_neighbour_extreme(
+                x, edge_index, num_nodes, grad, reduce)
+            torch.testing.assert_close(out, expected_out)
+            torch.testing.assert_close(got, expected)
+        # both extremes from one operator (PNA's min and max)
         node_x = x.clone().requires_grad_()
-        out = function(node_x, csr.rowptr, csr.row, csr.col)
-        got = torch.autograd.grad(out, node_x, grad)[0]
-        gathered = x.index_select(0, edge_index[0]).requires_grad_()
-        expected_out = scatter(gathered, edge_index[1], 0, num_nodes, reduce)
-        torch.testing.assert_close(out, expected_out)
-        grad_edges = torch.autograd.grad(expected_out, gathered, grad)[0]
-        expected = scatter(grad_edges, edge_index[0], 0, num_nodes)
+        both = neighbor_stats(node_x, csr, ["max", "min"])
+        got = torch.autograd.grad(list(both.values()), node_x,
+                                  [grad, 2 * grad])[0]
+        expected = 0
+        for (reduce, out), scale in zip(both.items(), (1, 2)):
+            expected_out, expected_grad = pyg_neighbour_extreme(
+                x, edge_index, num_nodes, scale * grad, reduce)
+            torch.testing.assert_close(out, expected_out)
+            expected = expected + expected_grad
         torch.testing.assert_close(got, expected)
 
 

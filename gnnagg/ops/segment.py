@@ -10,7 +10,9 @@ when they are also sorted by destination (a CSR ``rowptr``), the CPU runs
 otherwise, and on every other device, a scatter. ``gather_reduce`` reduces
 node values over each node's in-neighbours (slot ``k`` reads ``x[col[k]]``)
 without forming the gathered ``E x F`` tensor on the CPU (sparse-matrix
-reductions). Empty destinations give 0.
+reductions); its ``"extremes"`` (:func:`gather_extremes`) gives the maximum
+and the minimum together, with one backward pass over the neighbour rows
+for both. Empty destinations give 0.
 
 Maxima and minima split the gradient evenly between tied inputs, whatever
 its sign:
@@ -29,7 +31,7 @@ upstream gradient.)
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -146,12 +148,23 @@ _reduce.register_autograd(_reduce_backward, setup_context=_reduce_setup)
 CHUNK_SLOTS = 1 << 15
 
 
+def _gathered_reduce(x: Tensor, col: Tensor, index: Tensor,
+                     num_segments: int, reduce: str) -> Tensor:
+    """The device-generic gather-reduce; ``"extremes"`` stacks the maximum
+    and the minimum (dim 0)."""
+    gathered = x.index_select(0, col)
+    if reduce == "extremes":
+        return torch.stack([_scatter(gathered, index, num_segments, how)
+                            for how in ("max", "min")])
+    return _scatter(gathered, index, num_segments, reduce)
+
+
 @torch.library.custom_op("gnnagg::gather_reduce", mutates_args=())
 def _gather_reduce(x: Tensor, col: Tensor, index: Tensor,
                    rowptr: Optional[Tensor], rowptr_t: Optional[Tensor],
                    col_t: Optional[Tensor], num_segments: int,
                    reduce: str) -> Tensor:
-    return _scatter(x.index_select(0, col), index, num_segments, reduce)
+    return _gathered_reduce(x, col, index, num_segments, reduce)
 
 
 def _adjacency(rowptr: Tensor, col: Tensor, like: Tensor,
@@ -164,11 +177,15 @@ def _adjacency(rowptr: Tensor, col: Tensor, like: Tensor,
 def _gather_reduce_cpu(x, col, index, rowptr, rowptr_t, col_t, num_segments,
                        reduce):
     if rowptr is None or generic_forced():
-        return _scatter(x.index_select(0, col), index, num_segments, reduce)
-    how = "sum" if reduce == "mean" else reduce
+        return _gathered_reduce(x, col, index, num_segments, reduce)
     adjacency = _adjacency(rowptr, col, x, (num_segments, x.size(0)))
+    shape = (num_segments,) + tuple(x.shape[1:])
+    if reduce == "extremes":
+        return torch.stack([torch.sparse.mm(adjacency, x.flatten(1), how)
+                            .view(shape) for how in ("amax", "amin")])
+    how = "sum" if reduce == "mean" else reduce
     out = torch.sparse.mm(adjacency, x.flatten(1), _SPARSE_REDUCE[how]) \
-        .view((num_segments,) + tuple(x.shape[1:]))
+        .view(shape)
     if reduce == "mean":
         out = out / _counts(index, rowptr, num_segments, x.dtype).view(
             (-1,) + (1,) * (x.dim() - 1))
@@ -178,7 +195,8 @@ def _gather_reduce_cpu(x, col, index, rowptr, rowptr_t, col_t, num_segments,
 @_gather_reduce.register_fake
 def _gather_reduce_fake(x, col, index, rowptr, rowptr_t, col_t,
                         num_segments, reduce):
-    return x.new_empty((num_segments,) + tuple(x.shape[1:]))
+    extremes = (2,) if reduce == "extremes" else ()
+    return x.new_empty(extremes + (num_segments,) + tuple(x.shape[1:]))
 
 
 @torch.library.custom_op("gnnagg::gather_reduce_backward", mutates_args=())
@@ -210,29 +228,48 @@ def _gather_reduce_backward(grad: Tensor, x: Tensor, out: Tensor,
             grad_x.index_add_(0, col[part], grad.index_select(0,
                                                               index[part]))
         return grad_x
-    parts = [slice(start, start + CHUNK_SLOTS)
-             for start in range(0, col.numel(), CHUNK_SLOTS)]
+    if reduce == "extremes":
+        return _extremes_backward(grad, x, out, col, index)
+    return _extremes_backward(grad.unsqueeze(0), x, out.unsqueeze(0), col,
+                              index)
 
-    def winners(part: slice) -> Tensor:
-        """1 where a slot holds its segment's extreme, else 0."""
-        gathered = x.index_select(0, col[part])
-        return torch.eq(gathered, out.index_select(0, index[part]),
-                        out=torch.empty_like(gathered, dtype=grad.dtype))
 
-    # one chunk (small graphs) keeps its winners for the second pass
-    kept = [winners(parts[0])] if len(parts) == 1 else None
+def _extremes_backward(grad: Tensor, x: Tensor, out: Tensor, col: Tensor,
+                       index: Tensor) -> Tensor:
+    """The gradient of ``x`` from ``K`` extremes of its gathered values,
+    ``out`` and ``grad`` of shape ``(K, N, *F)``, ties sharing it evenly.
 
-    def mask(k: int) -> Tensor:
-        return kept[k] if kept else winners(parts[k])
-
-    ties = torch.zeros_like(grad)
-    for k, part in enumerate(parts):
-        ties.index_add_(0, index[part], mask(k))
-    share = grad / ties.clamp_(min=1)
+    One pass over the slots, chunk by chunk, gathers the neighbour rows once
+    for all ``K``, gives every winner (a slot holding its segment's extreme)
+    the whole gradient and counts the winners; a second pass, over the
+    segments with ties only (rare in real-valued data), takes back all but
+    each tie's share."""
     grad_x = torch.zeros_like(x)
-    for k, part in enumerate(parts):
-        grad_x.index_add_(0, col[part],
-                          share.index_select(0, index[part]).mul_(mask(k)))
+    ties = torch.zeros_like(grad)
+
+    def add_shares(slots: Union[slice, Tensor], per_segment: Tensor,
+                   count_ties: bool) -> None:
+        gathered = x.index_select(0, col[slots])
+        segments = index[slots]
+        shares = gathered  # overwritten by the first extreme's shares
+        for k in range(out.size(0)):
+            won = torch.eq(gathered, out[k].index_select(0, segments),
+                           out=torch.empty_like(gathered))
+            if count_ties:
+                ties[k].index_add_(0, segments, won)
+            share = per_segment[k].index_select(0, segments)
+            shares = won.mul_(share) if k == 0 else shares.addcmul_(won,
+                                                                    share)
+        grad_x.index_add_(0, col[slots], shares)
+
+    for start in range(0, col.numel(), CHUNK_SLOTS):
+        add_shares(slice(start, start + CHUNK_SLOTS), grad, True)
+    tied = (ties > 1).flatten(2).any(2).any(0)
+    tied_slots = tied.index_select(0, index).nonzero().view(-1)
+    if tied_slots.numel() > 0:  # a host sync, in backward only
+        excess = grad * (ties.clamp_(min=1).reciprocal_() - 1)
+        for start in range(0, tied_slots.numel(), CHUNK_SLOTS):
+            add_shares(tied_slots[start:start + CHUNK_SLOTS], excess, False)
     return grad_x
 
 
@@ -245,7 +282,7 @@ def _gather_reduce_backward_fake(grad, x, out, col, index, rowptr, rowptr_t,
 def _gather_reduce_setup(ctx, inputs, output):
     x, col, index, rowptr, rowptr_t, col_t, num_segments, reduce = inputs
     ctx.reduce = reduce
-    extremes = reduce in ("max", "min")
+    extremes = reduce in ("max", "min", "extremes")
     ctx.save_for_backward(x if extremes else None, col, index, rowptr,
                           rowptr_t, col_t, output if extremes else None)
     ctx.x_shape = x.shape
@@ -340,3 +377,13 @@ def gather_reduce(x: Tensor, col: Tensor, index: Tensor, num_segments: int,
     rowptr_t, col_t = (None, None) if transpose is None else transpose
     return _gather_reduce(x, col, index, rowptr, rowptr_t, col_t,
                           num_segments, reduce)
+
+
+def gather_extremes(x: Tensor, col: Tensor, index: Tensor, num_segments: int,
+                    rowptr: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    r"""The maximum and the minimum of the gathered ``x[col]`` by ``index``
+    (as :func:`gather_reduce`), from one operator whose backward gathers
+    each chunk of neighbour rows once for both."""
+    both = _gather_reduce(x, col, index, rowptr, None, None, num_segments,
+                          "extremes")
+    return both[0], both[1]

@@ -13,8 +13,9 @@ The first and second moments come from the sums of :math:`x` and
 :math:`x^2`, shared by every statistic that needs them and, on inputs of
 up to ``SMALL_SCATTER`` elements that record no gradient, reduced side by
 side in one call: ``mean, min, max, std`` cost three reductions there,
-four otherwise (PyG's separate aggregations: six). Empty neighbourhoods
-give 0 for every statistic.
+four otherwise (PyG's separate aggregations: six). Maxima and minima of
+neighbour values come from one operator when both are asked for. Empty
+neighbourhoods give 0 for every statistic.
 
 * :func:`message_stats` reduces messages by destination (sorted or not).
 * :func:`segment_stats` reduces per-edge values already in CSR order.
@@ -38,8 +39,8 @@ from torch import Tensor
 
 from .csr import CSRGraph, segment_ids
 from .library import records_grad
-from .segment import (SMALL_SCATTER, gather_reduce, message_counts,
-                      reduce_messages)
+from .segment import (SMALL_SCATTER, gather_extremes, gather_reduce,
+                      message_counts, reduce_messages)
 
 STATISTICS = ("sum", "mean", "min", "max", "var", "std")
 
@@ -72,12 +73,14 @@ def _sum_and_square_sum(reduce: Callable[[Tensor, str], Tensor],
 
 
 def _stats(reduce: Callable[[Tensor, str], Tensor], x: Tensor,
-           degree: Callable[[], Tensor],
-           stats: List[str]) -> Dict[str, Tensor]:
+           degree: Callable[[], Tensor], stats: List[str],
+           extremes: Optional[Callable[[Tensor], Tuple[Tensor, Tensor]]]
+           = None) -> Dict[str, Tensor]:
     """Combine ``reduce(values, "sum" | "max" | "min")`` into ``stats``:
     the moments from the sums of ``x`` and ``x * x``, each reduction done
     once however many statistics use it; ``degree()`` (messages per
-    destination) only where a mean needs it."""
+    destination) only where a mean needs it; ``extremes(x)`` (maximum and
+    minimum together) where given and both are asked for."""
     out: Dict[str, Tensor] = {}
     needs_square = any(s in ("var", "std") for s in stats)
     if needs_square:
@@ -97,8 +100,10 @@ def _stats(reduce: Callable[[Tensor, str], Tensor], x: Tensor,
         if "std" in stats:
             std = variance.clamp(min=STD_EPS).sqrt()
             out["std"] = std.masked_fill(std <= math.sqrt(STD_EPS), 0.0)
+    if extremes is not None and "max" in stats and "min" in stats:
+        out["max"], out["min"] = extremes(x)
     for extreme in ("max", "min"):
-        if extreme in stats:
+        if extreme in stats and extreme not in out:
             out[extreme] = reduce(x, extreme)
     return {s: out[s] for s in stats}
 
@@ -136,7 +141,8 @@ def neighbor_stats(x: Tensor, csr: CSRGraph,
         transpose = csr.transpose[:2]
     return _stats(lambda t, how: gather_reduce(
         t, csr.col, csr.row, csr.num_dst, how, csr.rowptr, transpose), x,
-        lambda: csr.degree, _check(stats))
+        lambda: csr.degree, _check(stats), lambda t: gather_extremes(
+            t, csr.col, csr.row, csr.num_dst, csr.rowptr))
 
 
 def shift_stats(stats: Dict[str, Tensor], shift: Tensor,

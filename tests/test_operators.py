@@ -62,18 +62,24 @@ def operator_calls():
     calls.append(("message_attention-all-kept", OPS.message_attention,
                   (leaf(E, 3), leaf(1, 3), leaf(1), None, csr.rowptr,
                    csr.row, slots)))
-    calls.append(("gatv2_score", OPS.gatv2_score,
-                  (leaf(N, 2, 3), leaf(N, 2, 3), leaf(2, 3), csr.col,
-                   csr.row, leaf(E, 4), leaf(6, 4), 0.2)))
-    calls.append(("gatv2_score-no-edges", OPS.gatv2_score,
-                  (leaf(N, 2, 3), leaf(N, 2, 3), leaf(2, 3), csr.col,
-                   csr.row, None, None, 0.2)))
+    for keep in (False, True):  # recomputed in backward / kept
+        calls.append((f"gatv2_score-keep={keep}", OPS.gatv2_score,
+                      (leaf(N, 2, 3), leaf(N, 2, 3), leaf(2, 3), csr.col,
+                       csr.row, leaf(E, 4), leaf(6, 4), 0.2, keep)))
+        calls.append((f"gatv2_score-no-edges-keep={keep}", OPS.gatv2_score,
+                      (leaf(N, 2, 3), leaf(N, 2, 3), leaf(2, 3), csr.col,
+                       csr.row, None, None, 0.2, keep)))
     plain = dict(dtype=torch.double)  # backward operators: no double backward
-    calls.append(("gatv2_score_backward", OPS.gatv2_score_backward,
-                  (torch.randn(E, 2, **plain), torch.randn(N, 2, 3, **plain),
-                   torch.randn(N, 2, 3, **plain), torch.randn(2, 3, **plain),
-                   csr.col, csr.row, torch.randn(E, 4, **plain),
-                   torch.randn(6, 4, **plain), 0.2)))
+    for activated in (None, torch.randn(E, 2, 3, **plain)):
+        kind = "recomputed" if activated is None else "kept"
+        calls.append((f"gatv2_score-{kind}-backward",
+                      OPS.gatv2_score_backward,
+                      (torch.randn(E, 2, **plain),
+                       torch.randn(N, 2, 3, **plain),
+                       torch.randn(N, 2, 3, **plain),
+                       torch.randn(2, 3, **plain), csr.col, csr.row,
+                       torch.randn(E, 4, **plain), torch.randn(6, 4, **plain),
+                       activated, 0.2)))
     calls.append(("weighted_aggregate_backward",
                   OPS.weighted_aggregate_backward,
                   (torch.randn(N, 2, 3, **plain), torch.randn(E, 2, **plain),

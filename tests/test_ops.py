@@ -254,10 +254,13 @@ def _gatv2_reference(x_src, x_dst, att, csr, slope, edge_attr, weight):
     return (torch.nn.functional.leaky_relu(s, slope) * att).sum(-1)
 
 
-@pytest.mark.parametrize("chunk", [7, 1 << 21])  # ragged chunks / one pass
+# ragged chunks recomputed in backward / one pass kept for it (a negative
+# slope: recomputed too, the activation does not give its derivative)
+@pytest.mark.parametrize("chunk", [7, 1 << 21])
+@pytest.mark.parametrize("slope", [0.2, -0.3])
 @pytest.mark.parametrize("with_edges", [False, True])
 def test_gatv2_score_matches_dense_and_gradcheck(monkeypatch, with_edges,
-                                                 chunk):
+                                                 slope, chunk):
     import gnnagg.ops.dynamic_attention as module
     monkeypatch.setattr(module, "CHUNK_ELEMENTS", chunk)
     csr = csr_view(skewed_graph(9), 9)
@@ -272,10 +275,11 @@ def test_gatv2_score_matches_dense_and_gradcheck(monkeypatch, with_edges,
 
     def ours(*inp):
         full = list(inp) + [None] * (5 - len(inp))
-        return gatv2_score(full[0], full[1], full[2], csr, 0.2, full[3],
+        return gatv2_score(full[0], full[1], full[2], csr, slope, full[3],
                            full[4])
 
-    expected = _gatv2_reference(x_src, x_dst, att, csr, 0.2, edge_attr, weight)
+    expected = _gatv2_reference(x_src, x_dst, att, csr, slope, edge_attr,
+                                weight)
     torch.testing.assert_close(ours(*inputs), expected)
     assert torch.autograd.gradcheck(ours, inputs)
 

@@ -9,10 +9,11 @@ edges at a time and keeps nothing of that size for backward, which recomputes
 it chunk by chunk. The edge projection :math:`\mathbf{W}_e \mathbf{e}_{ji}` is
 also formed per chunk, so only ``E x H`` scores and the inputs stay alive.
 Graphs whose whole pre-activation fits in one chunk skip the recomputation:
-plain autograd keeps it, which is faster and costs at most one chunk. The
-chunked forward and backward are the custom operators
-``torch.ops.gnnagg.gatv2_score`` and ``gatv2_score_backward`` (every device;
-under ``torch.autocast`` they run in the autocast dtype, as a matmul).
+the forward pass keeps its LeakyReLU (which gives the derivative's sign for
+a non-negative slope), at most one chunk. Forward and backward are the
+custom operators ``torch.ops.gnnagg.gatv2_score`` and
+``gatv2_score_backward`` (every device; under ``torch.autocast`` they run
+in the autocast dtype, as a matmul).
 """
 from __future__ import annotations
 
@@ -28,22 +29,13 @@ from .csr import CSRGraph
 CHUNK_ELEMENTS = 1 << 21
 
 
-def _preactivation(x_src, x_dst, edge_attr, edge_weight, col, row):
-    """The whole ``E x H x C`` pre-activation, for graphs that fit in one
-    chunk (differentiable)."""
-    s = x_src.index_select(0, col) + x_dst.index_select(0, row)
-    if edge_attr is not None:
-        s = s + (edge_attr @ edge_weight.t()).view_as(s)
-    return s
-
-
-def _preactivation_chunks(x_src, x_dst, edge_attr, edge_weight, col, row):
+def _preactivation_chunks(x_src, x_dst, edge_attr, edge_weight, col, row,
+                          buffer: Tensor):
     """Yield ``(part, s)``: the pre-activation ``s`` of the edges in the slice
-    ``part``, chunk after chunk, formed in one buffer that every chunk reuses
-    (the caller may overwrite it)."""
+    ``part``, chunk after chunk of ``len(buffer)`` edges, formed in
+    ``buffer``, which every chunk reuses (the caller may overwrite it)."""
     num_edges = col.numel()
-    step = max(1, min(num_edges, CHUNK_ELEMENTS // x_src[0].numel()))
-    buffer = x_src.new_empty((step,) + tuple(x_src.shape[1:]))
+    step = max(1, buffer.size(0))
     addend = torch.empty_like(buffer)
     for start in range(0, num_edges, step):
         part = slice(start, min(start + step, num_edges))
@@ -57,6 +49,11 @@ def _preactivation_chunks(x_src, x_dst, edge_attr, edge_weight, col, row):
         yield part, s
 
 
+def _chunk_buffer(x_src: Tensor, num_edges: int) -> Tensor:
+    step = min(num_edges, CHUNK_ELEMENTS // max(1, x_src[0].numel()))
+    return x_src.new_empty((max(1, step),) + tuple(x_src.shape[1:]))
+
+
 def _per_head(att: Tensor) -> Tensor:
     """``(H, C)`` -> the ``(H C, H)`` block-diagonal matrix that maps a row
     of ``H x C`` values to its ``H`` per-head dot products with ``att``:
@@ -66,30 +63,32 @@ def _per_head(att: Tensor) -> Tensor:
     return (att.unsqueeze(-1) * eye.unsqueeze(1)).reshape(att.numel(), heads)
 
 
-def _scores(x_src, x_dst, att, col, row, edge_attr, edge_weight,
-            negative_slope):
-    scores = x_src.new_empty(col.numel(), att.size(0))
-    per_head = _per_head(att)
-    for part, s in _preactivation_chunks(x_src, x_dst, edge_attr,
-                                         edge_weight, col, row):
-        torch.mm(F.leaky_relu_(s, negative_slope).view(s.size(0), -1),
-                 per_head, out=scores[part])
-    return scores
-
-
 @torch.library.custom_op("gnnagg::gatv2_score", mutates_args=())
 def _gatv2_score(x_src: Tensor, x_dst: Tensor, att: Tensor, col: Tensor,
                  row: Tensor, edge_attr: Optional[Tensor],
-                 edge_weight: Optional[Tensor],
-                 negative_slope: float) -> Tensor:
-    return _scores(x_src, x_dst, att, col, row, edge_attr, edge_weight,
-                   negative_slope)
+                 edge_weight: Optional[Tensor], negative_slope: float,
+                 keep: bool) -> List[Tensor]:
+    """``[scores, activated]``: ``activated`` is the whole ``E x H x C``
+    LeakyReLU of the pre-activation with ``keep`` (for backward), else
+    empty."""
+    scores = x_src.new_empty(col.numel(), att.size(0))
+    per_head = _per_head(att)
+    buffer = (x_src.new_empty((col.numel(),) + tuple(x_src.shape[1:]))
+              if keep else _chunk_buffer(x_src, col.numel()))
+    for part, s in _preactivation_chunks(x_src, x_dst, edge_attr,
+                                         edge_weight, col, row, buffer):
+        torch.mm(F.leaky_relu_(s, negative_slope).view(s.size(0), -1),
+                 per_head, out=scores[part])
+    return [scores, buffer if keep else x_src.new_empty(0)]
 
 
 @_gatv2_score.register_fake
 def _gatv2_score_fake(x_src, x_dst, att, col, row, edge_attr, edge_weight,
-                      negative_slope):
-    return x_src.new_empty(col.shape[0], att.shape[0])
+                      negative_slope, keep):
+    num_edges = col.shape[0]
+    return [x_src.new_empty(num_edges, att.shape[0]),
+            x_src.new_empty((num_edges,) + tuple(x_src.shape[1:])) if keep
+            else x_src.new_empty(0)]
 
 
 @torch.library.custom_op("gnnagg::gatv2_score_backward", mutates_args=())
@@ -97,10 +96,12 @@ def _gatv2_score_backward(grad_scores: Tensor, x_src: Tensor, x_dst: Tensor,
                           att: Tensor, col: Tensor, row: Tensor,
                           edge_attr: Optional[Tensor],
                           edge_weight: Optional[Tensor],
+                          activated: Optional[Tensor],
                           negative_slope: float) -> List[Tensor]:
     """Gradients of ``x_src, x_dst, att, edge_attr, edge_weight`` (the last
-    two empty without edge features), recomputing the pre-activation one
-    chunk of edges at a time."""
+    two empty without edge features): from the forward pass's ``activated``
+    where it kept it, else recomputing the pre-activation one chunk of
+    edges at a time."""
     grad_src, grad_dst = torch.zeros_like(x_src), torch.zeros_like(x_dst)
     edges = (edge_attr, edge_weight) if edge_attr is not None and \
         edge_weight is not None else None
@@ -111,26 +112,36 @@ def _gatv2_score_backward(grad_scores: Tensor, x_src: Tensor, x_dst: Tensor,
     # sum_e g_e^T leaky_relu(s_e) for all pairs of heads; grad_att is its
     # block diagonal (one dense product per chunk, no batched einsum)
     head_pairs = att.new_zeros(att.size(0), att.numel())
-    d_s: Optional[Tensor] = None  # the first chunk is the largest
-    for part, s in _preactivation_chunks(x_src, x_dst, edge_attr,
-                                         edge_weight, col, row):
+    derivative: Optional[Tensor] = None  # the first chunk is the largest
+
+    def accumulate(part: slice, s: Tensor, s_is_activated: bool) -> None:
+        nonlocal derivative
         g = grad_scores[part]
         count = s.size(0)
-        if d_s is None:
-            d_s = torch.empty_like(s)
-        d = d_s[:count]
+        if derivative is None:
+            derivative = torch.empty_like(s)
+        d = derivative[:count]
         # d score / d pre-activation: g a, times the slope where s <= 0
         torch.mul(g.unsqueeze(-1), att, out=d)
         torch.ops.aten.leaky_relu_backward.grad_input(
-            d, s, negative_slope, False, grad_input=d)
-        head_pairs.addmm_(g.t(), F.leaky_relu_(s, negative_slope).view(
-            count, -1))
+            d, s, negative_slope, s_is_activated, grad_input=d)
+        if not s_is_activated:
+            F.leaky_relu_(s, negative_slope)
+        head_pairs.addmm_(g.t(), s.view(count, att.numel()))
         grad_src.index_add_(0, col[part], d)
         grad_dst.index_add_(0, row[part], d)
         if edges is not None:
-            d_flat = d.view(count, -1)
+            d_flat = d.view(count, att.numel())
             grad_edge_attr[part] = d_flat @ edges[1]
-            grad_edge_weight += d_flat.t() @ edges[0][part]
+            grad_edge_weight.addmm_(d_flat.t(), edges[0][part])
+
+    if activated is not None:
+        accumulate(slice(None), activated, True)
+    else:
+        for part, s in _preactivation_chunks(
+                x_src, x_dst, edge_attr, edge_weight, col, row,
+                _chunk_buffer(x_src, col.numel())):
+            accumulate(part, s, False)
     grad_att = head_pairs.view(att.size(0), *att.shape).diagonal(
         dim1=0, dim2=1).t().contiguous()
     return [grad_src, grad_dst, grad_att, grad_edge_attr, grad_edge_weight]
@@ -138,7 +149,8 @@ def _gatv2_score_backward(grad_scores: Tensor, x_src: Tensor, x_dst: Tensor,
 
 @_gatv2_score_backward.register_fake
 def _gatv2_score_backward_fake(grad_scores, x_src, x_dst, att, col, row,
-                               edge_attr, edge_weight, negative_slope):
+                               edge_attr, edge_weight, activated,
+                               negative_slope):
     with_edges = edge_attr is not None and edge_weight is not None
     return [torch.empty_like(x_src), torch.empty_like(x_dst),
             torch.empty_like(att),
@@ -148,17 +160,25 @@ def _gatv2_score_backward_fake(grad_scores, x_src, x_dst, att, col, row,
 
 
 def _setup(ctx, inputs, output):
-    ctx.negative_slope = inputs[-1]
-    ctx.save_for_backward(*inputs[:-1])
+    *tensors, negative_slope, keep = inputs
+    ctx.negative_slope = negative_slope
+    ctx.mark_non_differentiable(output[1])
+    ctx.set_materialize_grads(False)  # no zero-filled E x H x C gradient
+    ctx.save_for_backward(*tensors, output[1] if keep else None)
 
 
-def _backward(ctx, grad_scores):
-    x_src, x_dst, att, col, row, edge_attr, edge_weight = ctx.saved_tensors
+def _backward(ctx, grads_out):
+    grad_scores = grads_out[0]  # the kept activation is internal
+    if grad_scores is None:
+        return (None,) * 9
+    x_src, x_dst, att, col, row, edge_attr, edge_weight, activated = \
+        ctx.saved_tensors
     grads = _gatv2_score_backward(grad_scores, x_src, x_dst, att, col, row,
-                                  edge_attr, edge_weight, ctx.negative_slope)
+                                  edge_attr, edge_weight, activated,
+                                  ctx.negative_slope)
     if edge_attr is None:
         grads[3] = grads[4] = None
-    return (*grads[:3], None, None, *grads[3:], None)
+    return (*grads[:3], None, None, *grads[3:], None, None)
 
 
 _gatv2_score.register_autograd(_backward, setup_context=_setup)
@@ -192,10 +212,9 @@ def gatv2_score(x_src: Tensor, x_dst: Tensor, att: Tensor, csr: CSRGraph,
     if edge_attr is not None and edge_attr.size(0) != csr.num_edges:
         raise ValueError(f"expected {csr.num_edges} edge feature rows, got "
                          f"{edge_attr.size(0)}")
-    if csr.num_edges * heads * channels <= CHUNK_ELEMENTS:
-        s = _preactivation(x_src, x_dst, edge_attr, edge_weight, csr.col,
-                           csr.row)
-        return F.leaky_relu(s, negative_slope).view(s.size(0), att.numel()) \
-            @ _per_head(att)
+    # one chunk's worth is kept for backward, whose LeakyReLU derivative it
+    # determines where the slope is not negative
+    keep = csr.num_edges * heads * channels <= CHUNK_ELEMENTS and \
+        negative_slope >= 0
     return _gatv2_score(x_src, x_dst, att, csr.col, csr.row, edge_attr,
-                        edge_weight, float(negative_slope))
+                        edge_weight, float(negative_slope), keep)[0]

@@ -8,8 +8,9 @@ from torch_geometric.utils import scatter
 
 import gnnagg.ops.segment as segment_module
 from gnnagg.nn import aggr
-from gnnagg.ops import (csr_view, neighbor_stats, segment_max, segment_min,
-                        segment_reduce, segment_stats)
+from gnnagg.ops import (csr_view, gather_extremes, neighbor_stats,
+                        segment_max, segment_min, segment_reduce,
+                        segment_stats)
 
 from conftest import random_graph
 
@@ -82,18 +83,23 @@ def test_neighbour_extremes_split_ties_with_duplicate_edges(
                 x, edge_index, num_nodes, grad, reduce)
             torch.testing.assert_close(out, expected_out)
             torch.testing.assert_close(got, expected)
-        # both extremes from one operator (PNA's min and max)
-        node_x = x.clone().requires_grad_()
-        both = neighbor_stats(node_x, csr, ["max", "min"])
-        got = torch.autograd.grad(list(both.values()), node_x,
-                                  [grad, 2 * grad])[0]
-        expected = 0
-        for (reduce, out), scale in zip(both.items(), (1, 2)):
-            expected_out, expected_grad = pyg_neighbour_extreme(
-                x, edge_index, num_nodes, scale * grad, reduce)
-            torch.testing.assert_close(out, expected_out)
-            expected = expected + expected_grad
-        torch.testing.assert_close(got, expected)
+        # both extremes from one operator (PNA's min and max), directly and
+        # through the statistics (which use it above one chunk of slots)
+        for extremes in (
+                lambda t: gather_extremes(t, csr.col, csr.row, num_nodes,
+                                          csr.rowptr),
+                lambda t: tuple(neighbor_stats(t, csr, ["max", "min"])
+                                .values())):
+            node_x = x.clone().requires_grad_()
+            both = extremes(node_x)
+            got = torch.autograd.grad(both, node_x, [grad, 2 * grad])[0]
+            expected = 0
+            for reduce, out, scale in zip(("max", "min"), both, (1, 2)):
+                expected_out, expected_grad = pyg_neighbour_extreme(
+                    x, edge_index, num_nodes, scale * grad, reduce)
+                torch.testing.assert_close(out, expected_out)
+                expected = expected + expected_grad
+            torch.testing.assert_close(got, expected)
 
 
 @pytest.mark.parametrize("stats", [["max"], ["min"], ["min", "max"],

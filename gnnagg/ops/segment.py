@@ -31,7 +31,7 @@ upstream gradient.)
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple, Union
+from typing import List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -238,38 +238,52 @@ def _extremes_backward(grad: Tensor, x: Tensor, out: Tensor, col: Tensor,
                        index: Tensor) -> Tensor:
     """The gradient of ``x`` from ``K`` extremes of its gathered values,
     ``out`` and ``grad`` of shape ``(K, N, *F)``, ties sharing it evenly.
+    Each chunk of neighbour rows is gathered once for all ``K``.
 
-    One pass over the slots, chunk by chunk, gathers the neighbour rows once
-    for all ``K``, gives every winner (a slot holding its segment's extreme)
-    the whole gradient and counts the winners; a second pass, over the
-    segments with ties only (rare in real-valued data), takes back all but
-    each tie's share."""
+    Slots that fit one chunk count their ties, then share. Larger inputs
+    take one pass over the chunks that gives every winner (a slot holding
+    its segment's extreme) the whole gradient and counts the winners, and a
+    second pass, over the segments with ties only (rare in real-valued
+    data), that takes back all but each tie's share."""
     grad_x = torch.zeros_like(x)
     ties = torch.zeros_like(grad)
 
-    def add_shares(slots: Union[slice, Tensor], per_segment: Tensor,
-                   count_ties: bool) -> None:
+    def winners(slots: Union[slice, Tensor]) -> List[Tensor]:
+        """Per extreme, 1 where a slot holds it, else 0."""
         gathered = x.index_select(0, col[slots])
         segments = index[slots]
-        shares = gathered  # overwritten by the first extreme's shares
-        for k in range(out.size(0)):
-            won = torch.eq(gathered, out[k].index_select(0, segments),
-                           out=torch.empty_like(gathered))
-            if count_ties:
-                ties[k].index_add_(0, segments, won)
-            share = per_segment[k].index_select(0, segments)
-            shares = won.mul_(share) if k == 0 else shares.addcmul_(won,
-                                                                    share)
+        return [torch.eq(gathered, extreme.index_select(0, segments),
+                         out=torch.empty_like(gathered)) for extreme in out]
+
+    def count_ties(slots: Union[slice, Tensor], won: List[Tensor]) -> None:
+        for tie_count, won_k in zip(ties, won):
+            tie_count.index_add_(0, index[slots], won_k)
+
+    def add_shares(slots: Union[slice, Tensor], won: List[Tensor],
+                   per_segment: Tensor) -> None:
+        segments = index[slots]
+        shares = won[0].mul_(per_segment[0].index_select(0, segments))
+        for won_k, share in zip(won[1:], per_segment[1:]):
+            shares.addcmul_(won_k, share.index_select(0, segments))
         grad_x.index_add_(0, col[slots], shares)
 
+    if col.numel() <= CHUNK_SLOTS:
+        won = winners(slice(None))
+        count_ties(slice(None), won)
+        add_shares(slice(None), won, grad / ties.clamp_(min=1))
+        return grad_x
     for start in range(0, col.numel(), CHUNK_SLOTS):
-        add_shares(slice(start, start + CHUNK_SLOTS), grad, True)
+        slots = slice(start, start + CHUNK_SLOTS)
+        won = winners(slots)
+        count_ties(slots, won)
+        add_shares(slots, won, grad)
     tied = (ties > 1).flatten(2).any(2).any(0)
     tied_slots = tied.index_select(0, index).nonzero().view(-1)
     if tied_slots.numel() > 0:  # a host sync, in backward only
         excess = grad * (ties.clamp_(min=1).reciprocal_() - 1)
         for start in range(0, tied_slots.numel(), CHUNK_SLOTS):
-            add_shares(tied_slots[start:start + CHUNK_SLOTS], excess, False)
+            part = tied_slots[start:start + CHUNK_SLOTS]
+            add_shares(part, winners(part), excess)
     return grad_x
 
 

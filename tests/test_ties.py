@@ -183,3 +183,17 @@ def test_pna_edge_feature_path_with_duplicate_edges_matches_pyg(sign):
             sign * out.sum(), [leaf, attr] + list(module.parameters()))))
     for got, want in zip(*results):
         torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("chunk", [2, 1 << 15])
+def test_extremes_of_one_dimensional_values_split_ties(chunk):
+    # scalar node values (no feature axis), ties within and across chunks
+    col, index = torch.tensor([0, 1, 2, 0]), torch.tensor([1, 1, 1, 2])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(segment_module, "CHUNK_SLOTS", chunk)
+        x = torch.tensor([1.0, 1.0, 0.0], requires_grad=True)
+        out = segment_module.gather_reduce(x, col, index, 3, "max")
+        out.backward(torch.tensor([5.0, 2.0, 3.0]))
+    torch.testing.assert_close(out.detach(), torch.tensor([0.0, 1.0, 1.0]))
+    # segment 1: x0 and x1 tie (1.0 each); segment 2: x0 alone
+    torch.testing.assert_close(x.grad, torch.tensor([4.0, 1.0, 0.0]))

@@ -277,7 +277,7 @@ def _extremes_backward(grad: Tensor, x: Tensor, out: Tensor, col: Tensor,
         won = winners(slots)
         count_ties(slots, won)
         add_shares(slots, won, grad)
-    tied = (ties > 1).flatten(2).any(2).any(0)
+    tied = (ties > 1).reshape(ties.size(0), ties.size(1), -1).any(2).any(0)
     tied_slots = tied.index_select(0, index).nonzero().view(-1)
     if tied_slots.numel() > 0:  # a host sync, in backward only
         excess = grad * (ties.clamp_(min=1).reciprocal_() - 1)

@@ -180,12 +180,12 @@ def _gather_reduce_cpu(x, col, index, rowptr, rowptr_t, col_t, num_segments,
         return _gathered_reduce(x, col, index, num_segments, reduce)
     adjacency = _adjacency(rowptr, col, x, (num_segments, x.size(0)))
     shape = (num_segments,) + tuple(x.shape[1:])
+    rows = x.flatten(1)
     if reduce == "extremes":
-        return torch.stack([torch.sparse.mm(adjacency, x.flatten(1), how)
-                            .view(shape) for how in ("amax", "amin")])
+        return torch.stack([torch.sparse.mm(adjacency, rows, how).view(shape)
+                            for how in ("amax", "amin")])
     how = "sum" if reduce == "mean" else reduce
-    out = torch.sparse.mm(adjacency, x.flatten(1), _SPARSE_REDUCE[how]) \
-        .view(shape)
+    out = torch.sparse.mm(adjacency, rows, _SPARSE_REDUCE[how]).view(shape)
     if reduce == "mean":
         out = out / _counts(index, rowptr, num_segments, x.dtype).view(
             (-1,) + (1,) * (x.dim() - 1))
@@ -396,8 +396,15 @@ def gather_reduce(x: Tensor, col: Tensor, index: Tensor, num_segments: int,
 def gather_extremes(x: Tensor, col: Tensor, index: Tensor, num_segments: int,
                     rowptr: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
     r"""The maximum and the minimum of the gathered ``x[col]`` by ``index``
-    (as :func:`gather_reduce`), from one operator whose backward gathers
-    each chunk of neighbour rows once for both."""
+    (as :func:`gather_reduce`). Above one chunk of slots (``CHUNK_SLOTS``)
+    both come from one operator whose backward gathers each chunk of
+    neighbour rows once for both; within one chunk, from two, which cost
+    less than one whose output and gradient are stacked."""
+    if col.numel() <= CHUNK_SLOTS:
+        return (_gather_reduce(x, col, index, rowptr, None, None,
+                               num_segments, "max"),
+                _gather_reduce(x, col, index, rowptr, None, None,
+                               num_segments, "min"))
     both = _gather_reduce(x, col, index, rowptr, None, None, num_segments,
                           "extremes")
     return both[0], both[1]

@@ -39,7 +39,6 @@ from torch import Tensor
 
 from .csr import CSRGraph, segment_ids
 from .library import records_grad
-from . import segment
 from .segment import (SMALL_SCATTER, gather_extremes, gather_reduce,
                       message_counts, reduce_messages)
 
@@ -140,15 +139,10 @@ def neighbor_stats(x: Tensor, csr: CSRGraph,
     transpose = None
     if records_grad(x) and x.device.type == "cpu":
         transpose = csr.transpose[:2]
-    extremes = None
-    if csr.num_edges > segment.CHUNK_SLOTS:  # one chunk: two operators
-        # cost less than one whose output and gradient are stacked
-        def extremes(t):
-            return gather_extremes(t, csr.col, csr.row, csr.num_dst,
-                                   csr.rowptr)
     return _stats(lambda t, how: gather_reduce(
         t, csr.col, csr.row, csr.num_dst, how, csr.rowptr, transpose), x,
-        lambda: csr.degree, _check(stats), extremes)
+        lambda: csr.degree, _check(stats), lambda t: gather_extremes(
+            t, csr.col, csr.row, csr.num_dst, csr.rowptr))
 
 
 def shift_stats(stats: Dict[str, Tensor], shift: Tensor,

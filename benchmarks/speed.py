@@ -1,7 +1,8 @@
 """Speed and peak memory of gnnagg's layers against PyG's, side by side.
 
-Each (layer, graph, implementation) runs in its own subprocess, because the
-peak memory of a process cannot be reset for torch's CPU allocator: the
+On the CPU each (layer, graph, implementation) runs in its own subprocess,
+because the peak memory of a process cannot be reset for torch's CPU
+allocator (on CUDA the allocator's counter resets, and both run in-process): the
 worker builds its inputs, returns freed memory to the OS, resets the
 kernel's high-water mark (``/proc/self/clear_refs``), then times
 forward+backward passes. Peak memory is the high-water mark of resident
@@ -14,6 +15,7 @@ loaded into gnnagg's layer) and the same inputs (same seed).
     python benchmarks/speed.py --json out.json # also write the rows as JSON
     python benchmarks/speed.py --compile       # both sides torch.compile'd
     python benchmarks/speed.py --layers aggr=sum,aggr=multi --graphs arxiv
+    python benchmarks/speed.py --device cuda   # CUDA time, max_memory_allocated
 
 Reported: median forward+backward time and peak memory of each, and the
 ratios gnnagg / PyG (below 1 means gnnagg is faster / leaner).
@@ -337,9 +339,24 @@ def _measure(case: str, impl: str, graph_name: str, device: torch.device,
             "peak_bytes": _peak(device) - baseline}
 
 
-def run_isolated(case: str, impl: str, graph: str, device: str,
+def measure_side(case: str, impl: str, graph: str, device: str,
                  repeats: int, memory_cap_gb: float,
                  compile: bool = False) -> dict:
+    """One side's measurement: on the CPU in a fresh process (its peak
+    resident memory cannot be reset), on CUDA in this one, where the
+    allocator's peak counter resets and a process would only add CUDA's
+    start-up; running out of device memory is reported as ``{"oom":
+    true}``."""
+    if torch.device(device).type == "cuda":
+        if compile:
+            torch._dynamo.reset()
+        try:
+            return _measure(case, impl, graph, torch.device(device), repeats,
+                            compile)
+        except torch.cuda.OutOfMemoryError:
+            return {"oom": True}
+        finally:
+            torch.cuda.empty_cache()
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", case, impl,
            "--graphs", graph, "--device", device, "--repeats", str(repeats),
            "--memory-cap-gb", str(memory_cap_gb)] + \
@@ -381,16 +398,16 @@ def compare(cases: List[str], graphs: List[str], device: str, repeats: int,
             memory_cap_gb: float, rounds: int = 1,
             compile: bool = False) -> List[dict]:
     """Every case on every graph: ``rounds`` times PyG then gnnagg, each in
-    a fresh process, so a slow spell of a shared machine hits one round's
+    a fresh process on the CPU, so a slow spell of a shared machine hits one round's
     ratio, not the figure."""
     rows = []
     for graph in graphs:
         for case in cases:
             pyg, ours = [], []
             for _ in range(rounds):
-                pyg.append(run_isolated(case, "pyg", graph, device, repeats,
+                pyg.append(measure_side(case, "pyg", graph, device, repeats,
                                         memory_cap_gb, compile))
-                ours.append(run_isolated(case, "gnnagg", graph, device,
+                ours.append(measure_side(case, "gnnagg", graph, device,
                                          repeats, memory_cap_gb, compile))
             rows.append(make_row(case + (" (compiled)" if compile else ""),
                                  graph, device, pyg, ours))

@@ -47,6 +47,19 @@ def molhiv_root(hiv_csv, tmp_path_factory):
     return root
 
 
+@pytest.fixture
+def dynamic_shapes(request):
+    """dynamo's capture_dynamic_output_shape_ops set to the test's
+    parameter (indirect) for the test, with dynamo's caches reset."""
+    import torch._dynamo
+    previous = torch._dynamo.config.capture_dynamic_output_shape_ops
+    torch._dynamo.config.capture_dynamic_output_shape_ops = request.param
+    torch._dynamo.reset()
+    yield request.param
+    torch._dynamo.config.capture_dynamic_output_shape_ops = previous
+    torch._dynamo.reset()
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(12345)

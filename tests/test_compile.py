@@ -64,16 +64,6 @@ def inputs():
         edge_index[:, edge_index[1].argsort(stable=True)]
 
 
-@pytest.fixture
-def dynamic_shapes(request):
-    previous = torch._dynamo.config.capture_dynamic_output_shape_ops
-    torch._dynamo.config.capture_dynamic_output_shape_ops = request.param
-    torch._dynamo.reset()
-    yield request.param
-    torch._dynamo.config.capture_dynamic_output_shape_ops = previous
-    torch._dynamo.reset()
-
-
 def graph_breaks(module) -> int:
     torch._dynamo.reset()
     return torch._dynamo.explain(module)(*inputs()).graph_break_count
@@ -109,12 +99,12 @@ def test_no_graph_breaks_without_dynamic_shape_capture(name, dynamic_shapes):
         assert graph_breaks(reference()) == 0
 
 
-@pytest.mark.parametrize("dynamic_shapes", [True], indirect=True)
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_fullgraph_compile_matches_eager(name, dynamic_shapes):
+def assert_fullgraph_compile_matches_eager(name, device="cpu"):
+    """gnnagg's module of ``CASES[name]`` compiled with fullgraph=True on
+    ``device``: output and gradients equal to eager's."""
     torch.manual_seed(0)
-    module = CASES[name][0]().eval()
-    x, edge_index = inputs()
+    module = CASES[name][0]().eval().to(device)
+    x, edge_index = (t.to(device) for t in inputs())
     compiled = torch.compile(module, fullgraph=True)
     results = []
     for run in (module, compiled):
@@ -126,11 +116,17 @@ def test_fullgraph_compile_matches_eager(name, dynamic_shapes):
         results.append((out, grads))
     torch.testing.assert_close(results[1][0], results[0][0], atol=1e-5,
                                rtol=1e-4)
-    for got, want in zip(results[1][1], results[0][1]):
+    for got, want in zip(results[1][1], results[0][1], strict=True):
         if want is None:
             assert got is None
         else:
             torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("dynamic_shapes", [True], indirect=True)
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_fullgraph_compile_matches_eager(name, dynamic_shapes):
+    assert_fullgraph_compile_matches_eager(name)
 
 
 # without capture_dynamic_output_shape_ops the tree's levels are built

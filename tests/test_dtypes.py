@@ -63,40 +63,54 @@ def forward_backward(module, args, dtype):
     return out, grads
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16,
-                                   torch.float64],
-                         ids=["float16", "bfloat16", "float64"])
-@pytest.mark.parametrize("name", sorted(PAIRS))
-def test_dtype_matches_pyg(name, dtype):
+def assert_dtype_matches_pyg(name, dtype, device="cpu"):
+    """gnnagg's module and PyG's, cast to ``dtype`` on ``device``: outputs
+    of that dtype within its tolerance, finite gradients within four
+    times it."""
     ours, reference = paired(name)
-    args = inputs(name)
-    out, grads = forward_backward(ours.to(dtype), args, dtype)
-    expected, expected_grads = forward_backward(reference.to(dtype), args,
-                                                dtype)
+    args = [a.to(device) for a in inputs(name)]
+    out, grads = forward_backward(ours.to(device, dtype), args, dtype)
+    expected, expected_grads = forward_backward(reference.to(device, dtype),
+                                                args, dtype)
     assert out.dtype == expected.dtype == dtype
     tolerance = TOLERANCE[dtype]
     torch.testing.assert_close(out.double(), expected.double(), **tolerance)
-    for got, want in zip(grads, expected_grads):
+    for got, want in zip(grads, expected_grads, strict=True):
         assert got.dtype == dtype and bool(torch.isfinite(got).all())
         torch.testing.assert_close(got.double(), want.double(), **{
             k: 4 * v for k, v in tolerance.items()})
 
 
-@pytest.mark.parametrize("name", sorted(PAIRS))
-def test_cpu_autocast_bfloat16_matches_pyg(name):
+def assert_autocast_matches_pyg(name, device, dtype):
+    """Both float32 modules under ``torch.autocast(device, dtype)``: the
+    same output dtype as PyG's, values within ``dtype``'s tolerance."""
     ours, reference = paired(name)
-    args = inputs(name)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    args = [a.to(device) for a in inputs(name)]
+    ours, reference = ours.to(device), reference.to(device)
+    with torch.autocast(device, dtype=dtype):
         out, grads = forward_backward(ours, args, torch.float32)
         expected, expected_grads = forward_backward(reference, args,
                                                     torch.float32)
     assert out.dtype == expected.dtype
     torch.testing.assert_close(out.double(), expected.double(),
-                               **TOLERANCE[torch.bfloat16])
-    for got, want in zip(grads, expected_grads):
+                               **TOLERANCE[dtype])
+    for got, want in zip(grads, expected_grads, strict=True):
         assert bool(torch.isfinite(got).all())
         torch.testing.assert_close(got.double(), want.double(), atol=0.1,
                                    rtol=0.1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16,
+                                   torch.float64],
+                         ids=["float16", "bfloat16", "float64"])
+@pytest.mark.parametrize("name", sorted(PAIRS))
+def test_dtype_matches_pyg(name, dtype):
+    assert_dtype_matches_pyg(name, dtype)
+
+
+@pytest.mark.parametrize("name", sorted(PAIRS))
+def test_cpu_autocast_bfloat16_matches_pyg(name):
+    assert_autocast_matches_pyg(name, "cpu", torch.bfloat16)
 
 
 def test_integer_messages_aggregate_as_pyg():

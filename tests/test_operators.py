@@ -113,7 +113,7 @@ def test_opcheck(name, op, args):
     torch.library.opcheck(op, args)
 
 
-def _run(op, args):
+def run_operator(op, args):
     out = op(*args)
     outputs = out if isinstance(out, (list, tuple)) else [out]
     leaves = [a for a in args if isinstance(a, torch.Tensor)
@@ -130,9 +130,9 @@ def _run(op, args):
 @pytest.mark.parametrize("name, op, args", CALLS,
                          ids=[name for name, *_ in CALLS])
 def test_generic_implementation_matches_cpu(name, op, args):
-    cpu = _run(op, args)
+    cpu = run_operator(op, args)
     with use_generic():
-        generic = _run(op, args)
+        generic = run_operator(op, args)
     for a, b in zip(cpu[0] + list(cpu[1]), generic[0] + list(generic[1])):
         if a is None:
             assert b is None
@@ -189,12 +189,10 @@ def module_inputs(name, chunked=False):
     return args
 
 
-@pytest.mark.parametrize("chunked", [False, True])
-@pytest.mark.parametrize("name", sorted(MODULES))
-def test_layers_on_generic_implementations_match_cpu(name, chunked,
-                                                     monkeypatch):
-    if chunked:  # GATv2's chunked operator path, as at scale
-        monkeypatch.setattr(dynamic_attention, "CHUNK_ELEMENTS", 7)
+def module_results(name, device="cpu", generic=False):
+    """Output and gradients (inputs, then parameters) of ``MODULES[name]``
+    in float64 on ``device``, with the same weights and inputs on every
+    call; ``generic`` forces the device-generic implementations."""
     torch.manual_seed(0)
     module = MODULES[name]().double().eval()
     for aggregation in module.modules():
@@ -205,19 +203,33 @@ def test_layers_on_generic_implementations_match_cpu(name, chunked,
     if name.startswith("SAGEConv-") and name.split("-")[1] in (
             "sum", "mean", "min", "max", "var", "std", "mul"):
         module.aggr_module = aggr.resolve_aggregation(name.split("-")[1])
-    results = []
-    for generic in (False, True):
-        leaves = [a.clone().requires_grad_() if a.is_floating_point() else a
-                  for a in args]
-        with use_generic(generic):
-            out = module(*leaves)
-            grads = torch.autograd.grad(
-                out.sum(), [a for a in leaves if a.requires_grad] +
-                list(module.parameters()), allow_unused=True)
-        results.append((out, grads))
-    torch.testing.assert_close(results[0][0], results[1][0])
-    for a, b in zip(results[0][1], results[1][1]):
+    module = module.to(device)
+    leaves = [a.to(device, copy=True).requires_grad_()
+              if a.is_floating_point() else a.to(device) for a in args]
+    with use_generic(generic):
+        out = module(*leaves)
+        grads = torch.autograd.grad(
+            out.sum(), [a for a in leaves if a.requires_grad] +
+            list(module.parameters()), allow_unused=True)
+    return out, grads
+
+
+def assert_same_results(got, want):
+    """Outputs and gradients of ``module_results`` agree (compared on the
+    CPU); a gradient is None on both sides or on neither."""
+    torch.testing.assert_close(got[0].cpu(), want[0].cpu())
+    for a, b in zip(got[1], want[1], strict=True):
         if a is None or b is None:
             assert a is None and b is None
         else:
-            torch.testing.assert_close(a, b)
+            torch.testing.assert_close(a.cpu(), b.cpu())
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_layers_on_generic_implementations_match_cpu(name, chunked,
+                                                     monkeypatch):
+    if chunked:  # GATv2's chunked operator path, as at scale
+        monkeypatch.setattr(dynamic_attention, "CHUNK_ELEMENTS", 7)
+    assert_same_results(module_results(name, generic=True),
+                        module_results(name))

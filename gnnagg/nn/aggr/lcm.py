@@ -24,6 +24,24 @@ def _mean_of_both_orders(both: Tensor) -> Tensor:
     return both.view(2, pairs, both.size(1)).mean(0)
 
 
+def _gru_step(cell: GRUCell, x: Tensor, h: Tensor) -> Tensor:
+    r"""``cell(x, h)``. Under ``torch.compile`` the cell's maths is spelled
+    out with its own weights, :math:`r, z = \sigma(W_{ir,iz} x + W_{hr,hz}
+    h + b)`, :math:`n = \tanh(W_{in} x + b_{in} + r (W_{hn} h + b_{hn}))`,
+    :math:`h' = n + z (h - n)`: CUDA's fused GRU cell kernel has no
+    implementation the compiler can trace (a fullgraph error)."""
+    if torch.jit.is_scripting() or not torch.compiler.is_compiling():
+        return cell(x, h)
+    input_r, input_z, input_n = torch.nn.functional.linear(
+        x, cell.weight_ih, cell.bias_ih).chunk(3, 1)
+    hidden_r, hidden_z, hidden_n = torch.nn.functional.linear(
+        h, cell.weight_hh, cell.bias_hh).chunk(3, 1)
+    reset_gate = torch.sigmoid(input_r + hidden_r)
+    update_gate = torch.sigmoid(input_z + hidden_z)
+    candidate = torch.tanh(input_n + reset_gate * hidden_n)
+    return candidate + update_gate * (h - candidate)
+
+
 class SymmetricMLP(Module):
     r""":math:`a \oplus b = \tfrac12\big(f([a \Vert b]) + f([b \Vert
     a])\big)` with :math:`f` a two-layer ReLU MLP: the paper's other
@@ -157,8 +175,8 @@ class LCMAggregation(SegmentAggregation, pyg_aggr.LCMAggregation):
         if self.operator is not None:
             return self.operator(a, b)
         assert self.gru_cell is not None  # one of the two is set
-        return _mean_of_both_orders(self.gru_cell(torch.cat([a, b]),
-                                                  torch.cat([b, a])))
+        return _mean_of_both_orders(_gru_step(
+            self.gru_cell, torch.cat([a, b]), torch.cat([b, a])))
 
     def associativity_penalty(self, x: Tensor, samples: int) -> Tensor:
         r"""Mean of :math:`\lVert (a \oplus b) \oplus c - a \oplus

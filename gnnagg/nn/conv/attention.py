@@ -53,7 +53,7 @@ class AttentionConv(FusedMessagePassing):
         """Whether :meth:`propagate` may call :meth:`message_and_aggregate`
         (PyG reads this attribute; while ``MessagePassing.__init__`` runs,
         only whether the layer implements it)."""
-        implemented = self.__dict__["fuse"]  # kept there for PyG's pickling
+        implemented = self._implements_fused
         if "_decomposed_layers" not in self.__dict__:
             return implemented
         return implemented and self.aggr in ("add", "sum") and \
@@ -61,7 +61,11 @@ class AttentionConv(FusedMessagePassing):
 
     @fuse.setter
     def fuse(self, value: bool) -> None:
+        # PyG's __setstate__ reads the pickled __dict__'s "fuse"; the
+        # getter reads another name, since dynamo (torch 2.11) resolves
+        # self.__dict__["fuse"] through this property again, endlessly
         self.__dict__["fuse"] = value
+        self._implements_fused = value
 
     def _through_propagate(self) -> bool:
         """Whether the fused path must go through :meth:`propagate` (on the

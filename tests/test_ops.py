@@ -344,3 +344,10 @@ def test_clamped_power_keeps_low_precision_inputs_as_pyg_does():
     assert out.dtype == (x.clamp(1e-4, 100.0).pow(p)).dtype
     out.sum().backward()
     assert x.grad.dtype == torch.bfloat16 and p.grad.dtype == torch.float32
+
+
+def test_chunks_grow_off_the_cpu():
+    from gnnagg.ops.library import DEVICE_CHUNK_FACTOR, chunk_length
+    assert chunk_length(1 << 15, torch.device("cpu")) == 1 << 15
+    assert chunk_length(1 << 15, torch.device("cuda")) == \
+        (1 << 15) * DEVICE_CHUNK_FACTOR > 1 << 15

@@ -24,8 +24,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .csr import CSRGraph
+from .library import chunk_length
 
-#: Elements of one chunk's ``E_chunk x H x C`` pre-activation.
+#: Elements of one chunk's ``E_chunk x H x C`` pre-activation on the CPU
+#: (:func:`~gnnagg.ops.library.chunk_length` scales it for other devices).
 CHUNK_ELEMENTS = 1 << 21
 
 
@@ -50,7 +52,8 @@ def _preactivation_chunks(x_src, x_dst, edge_attr, edge_weight, col, row,
 
 
 def _chunk_buffer(x_src: Tensor, num_edges: int) -> Tensor:
-    step = min(num_edges, CHUNK_ELEMENTS // max(1, x_src[0].numel()))
+    step = min(num_edges, chunk_length(CHUNK_ELEMENTS, x_src.device) //
+               max(1, x_src[0].numel()))
     return x_src.new_empty((max(1, step),) + tuple(x_src.shape[1:]))
 
 

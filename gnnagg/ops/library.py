@@ -16,6 +16,19 @@ from torch import Tensor
 
 _state = {"generic": False}
 
+#: how many times more work one chunk of a chunked kernel holds on a device
+#: other than the CPU. The CPU's chunks are sized for its caches; on a GPU
+#: each chunk is a few kernel launches, and on an H200 at ogbn-arxiv scale
+#: the CPU-sized chunks of GATv2's and PNA's backward spent 2-3x more host
+#: time launching than the device spent computing (torch.profiler)
+DEVICE_CHUNK_FACTOR = 32
+
+
+def chunk_length(cpu_length: int, device: torch.device) -> int:
+    """A chunk's length on ``device``, given its length on the CPU."""
+    return cpu_length if device.type == "cpu" else \
+        cpu_length * DEVICE_CHUNK_FACTOR
+
 
 def records_grad(tensor: Tensor) -> bool:
     """Whether autograd records the operations on ``tensor`` now (a

@@ -38,7 +38,7 @@ from torch import Tensor
 
 from .backend import native_segment_reduce
 from .csr import index_counts, segment_ids
-from .library import generic_forced, records_grad
+from .library import chunk_length, generic_forced, records_grad
 
 REDUCTIONS = ("sum", "mean", "max", "min")
 #: message elements up to which a sum scatters with ``scatter_add`` (its
@@ -144,7 +144,8 @@ def _reduce_backward(ctx, grad):
 _reduce.register_autograd(_reduce_backward, setup_context=_reduce_setup)
 
 
-#: slots of one chunk of the neighbour reductions' backward pass
+#: slots of one chunk of the neighbour reductions' backward pass on the CPU
+#: (:func:`~gnnagg.ops.library.chunk_length` scales it for other devices)
 CHUNK_SLOTS = 1 << 15
 
 
@@ -223,8 +224,9 @@ def _gather_reduce_backward(grad: Tensor, x: Tensor, out: Tensor,
             return torch.sparse.mm(adjacency_t, grad.flatten(1), "sum") \
                 .view(x.shape)
         grad_x = torch.zeros_like(x)
-        for start in range(0, col.numel(), CHUNK_SLOTS):
-            part = slice(start, start + CHUNK_SLOTS)
+        step = chunk_length(CHUNK_SLOTS, x.device)
+        for start in range(0, col.numel(), step):
+            part = slice(start, start + step)
             grad_x.index_add_(0, col[part], grad.index_select(0,
                                                               index[part]))
         return grad_x
@@ -267,13 +269,14 @@ def _extremes_backward(grad: Tensor, x: Tensor, out: Tensor, col: Tensor,
             shares.addcmul_(won_k, share.index_select(0, segments))
         grad_x.index_add_(0, col[slots], shares)
 
-    if col.numel() <= CHUNK_SLOTS:
+    step = chunk_length(CHUNK_SLOTS, x.device)
+    if col.numel() <= step:
         won = winners(slice(None))
         count_ties(slice(None), won)
         add_shares(slice(None), won, grad / ties.clamp_(min=1))
         return grad_x
-    for start in range(0, col.numel(), CHUNK_SLOTS):
-        slots = slice(start, start + CHUNK_SLOTS)
+    for start in range(0, col.numel(), step):
+        slots = slice(start, start + step)
         won = winners(slots)
         count_ties(slots, won)
         add_shares(slots, won, grad)
@@ -281,8 +284,8 @@ def _extremes_backward(grad: Tensor, x: Tensor, out: Tensor, col: Tensor,
     tied_slots = tied.index_select(0, index).nonzero().view(-1)
     if tied_slots.numel() > 0:  # a host sync, in backward only
         excess = grad * (ties.clamp_(min=1).reciprocal_() - 1)
-        for start in range(0, tied_slots.numel(), CHUNK_SLOTS):
-            part = tied_slots[start:start + CHUNK_SLOTS]
+        for start in range(0, tied_slots.numel(), step):
+            part = tied_slots[start:start + step]
             add_shares(part, winners(part), excess)
     return grad_x
 
@@ -400,7 +403,7 @@ def gather_extremes(x: Tensor, col: Tensor, index: Tensor, num_segments: int,
     both come from one operator whose backward gathers each chunk of
     neighbour rows once for both; within one chunk, from two, which cost
     less than one whose output and gradient are stacked."""
-    if col.numel() <= CHUNK_SLOTS:
+    if col.numel() <= chunk_length(CHUNK_SLOTS, x.device):
         return (_gather_reduce(x, col, index, rowptr, None, None,
                                num_segments, "max"),
                 _gather_reduce(x, col, index, rowptr, None, None,

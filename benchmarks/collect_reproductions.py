@@ -1,5 +1,7 @@
 """Copy each reproduction's results (``results/reproduce/NAME/``) into
-``benchmarks/results/NAME.{json,md,png}`` and print the README's table.
+``benchmarks/results/NAME.{json,md,png}``, its finished runs' records into
+``NAME.jsonl`` (which ``gnnagg reproduce NAME --records`` adopts, so a
+fresh checkout does not run them again), and print the README's table.
 
     python benchmarks/collect_reproductions.py [--out results/reproduce]
 """
@@ -25,7 +27,8 @@ def main() -> None:
         if not (folder / "results.json").is_file():
             continue
         for source, suffix in (("results.json", "json"), ("results.md", "md"),
-                               ("figure.png", "png")):
+                               ("figure.png", "png"),
+                               ("results.jsonl", "jsonl")):
             if (folder / source).is_file():
                 shutil.copyfile(folder / source, RESULTS / f"{name}.{suffix}")
         summary = json.loads((folder / "results.json").read_text())

@@ -2,7 +2,9 @@
 # Every reproduction at its full protocol, one after another, one thread each
 # (the machine has two cores: this queue on one, pna-molhiv on the other).
 # Each command resumes where a stopped one left off, so rerunning this script
-# after a stop continues the queue. Results land in results/reproduce/NAME/;
+# after a stop continues the queue; runs whose records were committed
+# (benchmarks/results/NAME.jsonl) are not run again on a fresh checkout.
+# Results land in results/reproduce/NAME/;
 # benchmarks/collect_reproductions.py copies them into benchmarks/results/.
 #   nohup benchmarks/reproduce_all.sh > results/reproduce/queue.log 2>&1 &
 set -euo pipefail
@@ -11,9 +13,20 @@ export OMP_NUM_THREADS=1 OUTDATED_IGNORE=1
 GNNAGG=${GNNAGG:-.venv/bin/gnnagg}
 OUT=${OUT:-results/reproduce}
 SHARED=${SHARED:-../shared/datasets}
-"$GNNAGG" reproduce tangnn-cora --out "$OUT" --root data/Planetoid \
-    --raw-dir "$SHARED/planetoid"
-"$GNNAGG" reproduce gatv2-lookup --out "$OUT"
-"$GNNAGG" reproduce lcm-second-min --out "$OUT"
-"$GNNAGG" reproduce pna-multitask --out "$OUT"
-"$GNNAGG" reproduce sum-extrapolation --out "$OUT"
+COMMITTED=benchmarks/results
+
+# gnnagg reproduce NAME ARGS..., adopting the committed records of NAME's
+# finished runs (collect_reproductions.py writes them) so that a fresh
+# checkout runs only what is missing
+reproduce() {
+    local name=$1; shift
+    local records=()
+    [ -f "$COMMITTED/$name.jsonl" ] && records=(--records "$COMMITTED/$name.jsonl")
+    "$GNNAGG" reproduce "$name" --out "$OUT" "${records[@]}" "$@"
+}
+
+reproduce tangnn-cora --root data/Planetoid --raw-dir "$SHARED/planetoid"
+reproduce gatv2-lookup
+reproduce lcm-second-min
+reproduce pna-multitask
+reproduce sum-extrapolation

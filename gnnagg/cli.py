@@ -61,6 +61,10 @@ def _parser() -> argparse.ArgumentParser:
                            help="comma-separated subset of the protocol's "
                            "models")
     reproduce.add_argument("--out", default="results/reproduce")
+    reproduce.add_argument("--records", type=_existing_file,
+                           help="results.jsonl of runs finished elsewhere "
+                           "(e.g. the committed benchmarks/results/"
+                           "NAME.jsonl), taken as done")
     reproduce.add_argument("--root", help="data folder (pna-molhiv: OGB's "
                            "root, default data/ogb; tangnn-cora: Planetoid's, "
                            "default data/Planetoid)")
@@ -125,6 +129,12 @@ def _int_at_least(minimum: int, what: str) -> Callable[[str], int]:
 
 _positive = _int_at_least(1, "a positive integer")
 _non_negative = _int_at_least(0, "a non-negative integer")
+
+
+def _existing_file(text: str) -> str:
+    if not Path(text).is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {text!r}")
+    return text
 
 
 def _names(text: str) -> List[str]:
@@ -192,7 +202,7 @@ def _reproduce(args) -> None:
         options["raw_dir"] = args.raw_dir
     item = get_reproduction(args.name, **options)
     summary = reproduce(item, args.out, quick=args.quick, seeds=args.seeds,
-                        models=args.models)
+                        models=args.models, records=args.records)
     folder = Path(args.out) / (args.name + ("-quick" if args.quick else ""))
     print((folder / "results.md").read_text())
     print(f"results: {folder / 'results.json'}; figure: "

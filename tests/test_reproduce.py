@@ -163,6 +163,35 @@ def test_a_changed_protocol_never_resumes_another_protocols_checkpoint(
     assert record["resumed_from_epoch"] == 0 and record["epochs"] == 7
 
 
+def test_committed_records_are_adopted_not_run_again(tmp_path):
+    whole = reproduce(Line(), tmp_path / "first", seeds=2)
+    committed = tmp_path / "line.jsonl"
+    committed.write_text(
+        (tmp_path / "first" / "line" / "results.jsonl").read_text())
+    never = Line()
+    never.fail_at = 1  # any run started here would raise
+    adopted = reproduce(never, tmp_path / "fresh", seeds=2,
+                        records=committed)
+    assert adopted["ours"] == whole["ours"]
+    # only the missing third seed runs; adopting again duplicates nothing
+    more = reproduce(Line(), tmp_path / "fresh", seeds=3, records=committed)
+    assert more["ours"]["fit"]["mse"]["n"] == 3
+    assert len((tmp_path / "fresh" / "line" / "results.jsonl").read_text()
+               .splitlines()) == 3
+
+
+def test_damaged_committed_records_are_refused(tmp_path, capsys):
+    damaged = tmp_path / "line.jsonl"
+    damaged.write_text('{"dataset": "line/t"}\n')
+    with pytest.raises(ValueError, match="line 1 of .* is not a whole"):
+        reproduce(Line(), tmp_path, records=damaged)
+    with pytest.raises(SystemExit) as refused:
+        main(["reproduce", "gatv2-lookup", "--quick", "--records",
+              str(tmp_path / "missing.jsonl")])
+    assert refused.value.code == 2
+    assert "--records: no such file" in capsys.readouterr().err
+
+
 def test_unknown_names_are_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown reproduction"):
         get_reproduction("gat-lookup")

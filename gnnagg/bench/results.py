@@ -12,13 +12,25 @@ import warnings
 from collections import Counter, defaultdict
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator, List, Set
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Set
 
 import torch
 
 
 #: fields every run record has; a line without them is not a record
 REQUIRED_FIELDS = frozenset({"dataset", "model", "seed", "test", "valid"})
+
+
+def _parse_record(line: str) -> Optional[dict]:
+    """The record a ``results.jsonl`` line holds, or None if it holds no
+    whole one (truncated, garbage, a field missing)."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    if isinstance(record, dict) and REQUIRED_FIELDS <= record.keys():
+        return record
+    return None
 
 
 class ResultStore:
@@ -43,14 +55,11 @@ class ResultStore:
                 errors="replace").splitlines(), start=1):
             if not line.strip():
                 continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                record = None
-            if isinstance(record, dict) and REQUIRED_FIELDS <= record.keys():
-                good.append(record)
-            else:
+            record = _parse_record(line)
+            if record is None:
                 bad.append(number)
+            else:
+                good.append(record)
         if bad:
             kept = set_aside(self.path)
             atomic_write(self.path, "".join(json.dumps(r) + "\n"
@@ -66,6 +75,36 @@ class ResultStore:
         return {r["seed"] for r in self.records()
                 if r["dataset"] == dataset and r["model"] == model
                 and r.get("config") == config}
+
+    def adopt(self, path: str | os.PathLike) -> int:
+        """Take the finished runs recorded in ``path`` (another
+        ``results.jsonl``, such as a committed copy) as this store's: each
+        record whose dataset, model, seed and config this store lacks is
+        appended, so its run is not run again. Returns how many were.
+        A line of ``path`` that is not a whole record is a ``ValueError``
+        (the file is not this store's to repair)."""
+        adopted = []
+        for number, line in enumerate(Path(path).read_text().splitlines(),
+                                      start=1):
+            if not line.strip():
+                continue
+            record = _parse_record(line)
+            if record is None:
+                raise ValueError(f"records: line {number} of {path} is not "
+                                 f"a whole record")
+            adopted.append(record)
+
+        def run_of(record: dict) -> tuple:
+            return (record["dataset"], record["model"], record["seed"],
+                    json.dumps(record.get("config"), sort_keys=True))
+
+        known = {run_of(r) for r in self.records()}
+        new = [r for r in adopted if run_of(r) not in known]
+        if new:
+            text = self.path.read_text() if self.path.exists() else ""
+            atomic_write(self.path, text + "".join(json.dumps(r) + "\n"
+                                                   for r in new))
+        return len(new)
 
     def append(self, record: dict) -> None:
         """Add one record: the whole file is rewritten to a temporary file

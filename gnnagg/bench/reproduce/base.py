@@ -171,13 +171,16 @@ def markdown_table(summary: Dict[str, Any]) -> str:
 
 def reproduce(reproduction: Reproduction, out_dir: str | Path,
               quick: bool = False, seeds: Optional[int] = None,
-              models: Optional[List[str]] = None) -> Dict[str, Any]:
+              models: Optional[List[str]] = None,
+              records: Optional[str | Path] = None) -> Dict[str, Any]:
     """Run ``seeds`` seeds of every task and model of ``reproduction``'s
     protocol not yet recorded in ``OUT/NAME/results.jsonl`` (``NAME-quick``
     for ``quick``), resuming a stopped run from its checkpoint; after every
     finished run write ``results.json``, ``results.md`` and ``figure.png``
     there. Seeds go outermost, so a stopped job has as many seeds of every
-    model."""
+    model. ``records``: a ``results.jsonl`` of runs finished elsewhere (the
+    committed ``benchmarks/results/NAME.jsonl``), adopted first
+    (:meth:`ResultStore.adopt`)."""
     protocol = _portable(reproduction.protocol(quick))
     if seeds is None:
         seeds = 1 if quick else reproduction.default_seeds
@@ -190,6 +193,8 @@ def reproduce(reproduction: Reproduction, out_dir: str | Path,
                          f"{reproduction.name}; choose from {available}")
     folder = Path(out_dir) / (reproduction.name + ("-quick" if quick else ""))
     store = ResultStore(folder)
+    if records is not None:
+        store.adopt(records)
     jobs = [(seed, task, model) for seed in range(seeds)
             for task in protocol["tasks"] for model in chosen]
     for seed, task, model in tqdm(jobs, desc=reproduction.name):

@@ -250,3 +250,24 @@ def test_checkpointed_tree_gives_same_values_and_gradients():
                     torch.autograd.grad(out, [x] + list(plain.parameters()),
                                         grad)):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_spelled_out_cells_equal_torchs(cell, monkeypatch):
+    # what runs under torch.compile (CUDA's fused cells cannot be traced)
+    from gnnagg.nn.aggr import lcm
+    gates = 3 if cell == "gru" else 4
+    x, h, c = (torch.randn(7, 4, dtype=torch.double) for _ in range(3))
+    weights = [torch.randn(gates * 4, 4, dtype=torch.double),
+               torch.randn(gates * 4, 4, dtype=torch.double),
+               torch.randn(gates * 4, dtype=torch.double),
+               torch.randn(gates * 4, dtype=torch.double)]
+    if cell == "gru":
+        expected = [torch.gru_cell(x, h, *weights)]
+    else:
+        expected = list(torch.lstm_cell(x, (h, c), *weights))
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    got = [lcm._gru_step(x, h, *weights)] if cell == "gru" else \
+        list(lcm._lstm_step(x, h, c, *weights))
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b)

@@ -2,7 +2,7 @@ r"""Learnable commutative monoid aggregation (Ong and Velickovic, 2022) and
 the recurrent baseline it is compared with."""
 from __future__ import annotations
 
-from typing import List, Optional, Union
+from typing import List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -24,22 +24,43 @@ def _mean_of_both_orders(both: Tensor) -> Tensor:
     return both.view(2, pairs, both.size(1)).mean(0)
 
 
-def _gru_step(cell: GRUCell, x: Tensor, h: Tensor) -> Tensor:
-    r"""``cell(x, h)``. Under ``torch.compile`` the cell's maths is spelled
-    out with its own weights, :math:`r, z = \sigma(W_{ir,iz} x + W_{hr,hz}
-    h + b)`, :math:`n = \tanh(W_{in} x + b_{in} + r (W_{hn} h + b_{hn}))`,
+def _gru_step(x: Tensor, h: Tensor, weight_ih: Tensor, weight_hh: Tensor,
+              bias_ih: Optional[Tensor], bias_hh: Optional[Tensor]
+              ) -> Tensor:
+    r"""One GRU cell step, ``torch.gru_cell``. Under ``torch.compile`` the
+    maths is spelled out, :math:`r, z = \sigma(W_{ir,iz} x + W_{hr,hz} h +
+    b)`, :math:`n = \tanh(W_{in} x + b_{in} + r (W_{hn} h + b_{hn}))`,
     :math:`h' = n + z (h - n)`: CUDA's fused GRU cell kernel has no
-    implementation the compiler can trace (a fullgraph error)."""
+    implementation the compiler can trace."""
     if torch.jit.is_scripting() or not torch.compiler.is_compiling():
-        return cell(x, h)
+        return torch.gru_cell(x, h, weight_ih, weight_hh, bias_ih, bias_hh)
     input_r, input_z, input_n = torch.nn.functional.linear(
-        x, cell.weight_ih, cell.bias_ih).chunk(3, 1)
+        x, weight_ih, bias_ih).chunk(3, 1)
     hidden_r, hidden_z, hidden_n = torch.nn.functional.linear(
-        h, cell.weight_hh, cell.bias_hh).chunk(3, 1)
+        h, weight_hh, bias_hh).chunk(3, 1)
     reset_gate = torch.sigmoid(input_r + hidden_r)
     update_gate = torch.sigmoid(input_z + hidden_z)
     candidate = torch.tanh(input_n + reset_gate * hidden_n)
     return candidate + update_gate * (h - candidate)
+
+
+def _lstm_step(x: Tensor, h: Tensor, c: Tensor, weight_ih: Tensor,
+               weight_hh: Tensor, bias_ih: Optional[Tensor],
+               bias_hh: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+    r"""One LSTM cell step, ``torch.lstm_cell``; under ``torch.compile``
+    spelled out (as :func:`_gru_step`): :math:`i, f, o = \sigma(\cdot)`,
+    :math:`g = \tanh(\cdot)` of :math:`W_i x + W_h h + b`, :math:`c' = f c
+    + i g`, :math:`h' = o \tanh(c')`."""
+    if torch.jit.is_scripting() or not torch.compiler.is_compiling():
+        h, c = torch.lstm_cell(x, (h, c), weight_ih, weight_hh, bias_ih,
+                               bias_hh)
+        return h, c
+    gates = torch.nn.functional.linear(x, weight_ih, bias_ih) + \
+        torch.nn.functional.linear(h, weight_hh, bias_hh)
+    input_gate, forget_gate, cell_gate, output_gate = gates.chunk(4, 1)
+    c = torch.sigmoid(forget_gate) * c + \
+        torch.sigmoid(input_gate) * torch.tanh(cell_gate)
+    return torch.sigmoid(output_gate) * torch.tanh(c), c
 
 
 class SymmetricMLP(Module):
@@ -175,8 +196,10 @@ class LCMAggregation(SegmentAggregation, pyg_aggr.LCMAggregation):
         if self.operator is not None:
             return self.operator(a, b)
         assert self.gru_cell is not None  # one of the two is set
+        cell = self.gru_cell
         return _mean_of_both_orders(_gru_step(
-            self.gru_cell, torch.cat([a, b]), torch.cat([b, a])))
+            torch.cat([a, b]), torch.cat([b, a]), cell.weight_ih,
+            cell.weight_hh, cell.bias_ih, cell.bias_hh))
 
     def associativity_penalty(self, x: Tensor, samples: int) -> Tensor:
         r"""Mean of :math:`\lVert (a \oplus b) \oplus c - a \oplus
@@ -222,15 +245,6 @@ class LCMAggregation(SegmentAggregation, pyg_aggr.LCMAggregation):
                 f"{self.out_channels}, project={self.project}{operator})")
 
 
-@torch.compiler.disable
-def _step_sizes(position: Tensor) -> List[int]:
-    """Sequences still running at each step (messages at each position):
-    Python ints, because the cell's loop runs once per step. Run outside
-    ``torch.compile``'s graph (a graph break), where the number of steps,
-    the longest neighbourhood, is data."""
-    return torch.bincount(position).tolist()
-
-
 class RecurrentAggregation(SegmentAggregation):
     r"""The recurrent baseline: a GRU or LSTM reads each neighbourhood in a
     random order (a new one every training pass; edge order in eval) and
@@ -264,29 +278,38 @@ class RecurrentAggregation(SegmentAggregation):
             order = torch.argsort(keys)
             order = order[torch.argsort(segment[order], stable=True)]
             x = x.index_select(0, order)
-        nonempty = (lengths > 0).nonzero().view(-1)
-        by_length = nonempty[torch.argsort(lengths[nonempty], descending=True,
-                                           stable=True)]
+        # longest first; empty neighbourhoods sort last and are never read
+        by_length = torch.argsort(lengths, descending=True, stable=True)
         rank = torch.empty_like(lengths)
         rank[by_length] = torch.arange(by_length.numel(), device=x.device)
         time_major = torch.argsort(position * max(1, by_length.numel()) +
                                    rank[segment])
+        batch_sizes, weights = self._steps_and_weights(position)
         out = x.new_zeros(csr.num_dst, self.out_channels)
-        if by_length.numel() == 0:
+        if not batch_sizes:  # no messages
             return out
-        batch_sizes = _step_sizes(position)
-        last = self._run(x.index_select(0, time_major), batch_sizes)
-        return out.index_put((by_length,), last)
+        last = self._run(x.index_select(0, time_major), batch_sizes, weights)
+        return out.index_put((by_length[:batch_sizes[0]],), last)
 
-    def _run(self, packed: Tensor, batch_sizes: List[int]) -> Tensor:
+    @torch.compiler.disable
+    def _steps_and_weights(self, position: Tensor
+                           ) -> Tuple[List[int], List[Tensor]]:
+        """Sequences still running at each step (messages at each
+        position), as Python ints because the cell's loop runs once per
+        step, and the RNN's weights. Run outside ``torch.compile``'s graph
+        (one graph break): the number of steps, the longest neighbourhood,
+        is data, and dynamo does not look into GRU and LSTM modules."""
+        weights = [getattr(self.rnn, name) for name in (
+            "weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")]
+        return torch.bincount(position).tolist(), weights
+
+    def _run(self, packed: Tensor, batch_sizes: List[int],
+             weights: List[Tensor]) -> Tensor:
         """The cell over time-major ``packed`` inputs (step ``t`` holds the
         ``batch_sizes[t]`` longest sequences, longest first); the last
         hidden state of every sequence, longest first. The input is split
         once (its backward is one concatenation) and finished sequences are
         split off, so no step's backward touches more than its own rows."""
-        weights = [getattr(self.rnn, name) for name in (
-            "weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
-            if hasattr(self.rnn, name)]
         h = packed.new_zeros(batch_sizes[0], self.out_channels)
         c = h if self.cell == "lstm" else None
         finished = []
@@ -297,9 +320,9 @@ class RecurrentAggregation(SegmentAggregation):
                 if c is not None:
                     c = c[:size]
             if c is None:
-                h = torch.gru_cell(step, h, *weights)
+                h = _gru_step(step, h, *weights)
             else:
-                h, c = torch.lstm_cell(step, (h, c), *weights)
+                h, c = _lstm_step(step, h, c, *weights)
         finished.append(h)
         return torch.cat(finished[::-1])
 

@@ -271,3 +271,11 @@ def test_spelled_out_cells_equal_torchs(cell, monkeypatch):
         list(lcm._lstm_step(x, h, c, *weights))
     for a, b in zip(got, expected, strict=True):
         torch.testing.assert_close(a, b)
+
+
+def test_hooks_on_the_gru_cell_run_as_with_pyg():
+    aggr = LCMAggregation(4, 4)
+    calls = []
+    aggr.gru_cell.register_forward_hook(lambda *args: calls.append(1))
+    aggr(torch.randn(6, 4), torch.tensor([0, 0, 0, 1, 1, 2]))
+    assert calls  # the tree called the module, not only its weights

@@ -197,9 +197,13 @@ class LCMAggregation(SegmentAggregation, pyg_aggr.LCMAggregation):
             return self.operator(a, b)
         assert self.gru_cell is not None  # one of the two is set
         cell = self.gru_cell
-        return _mean_of_both_orders(_gru_step(
-            torch.cat([a, b]), torch.cat([b, a]), cell.weight_ih,
-            cell.weight_hh, cell.bias_ih, cell.bias_hh))
+        both_orders = (torch.cat([a, b]), torch.cat([b, a]))
+        if not torch.jit.is_scripting() and torch.compiler.is_compiling():
+            return _mean_of_both_orders(_gru_step(
+                *both_orders, cell.weight_ih, cell.weight_hh, cell.bias_ih,
+                cell.bias_hh))
+        # the module itself, so that hooks on it run as with PyG's
+        return _mean_of_both_orders(cell(*both_orders))
 
     def associativity_penalty(self, x: Tensor, samples: int) -> Tensor:
         r"""Mean of :math:`\lVert (a \oplus b) \oplus c - a \oplus

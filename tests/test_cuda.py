@@ -118,7 +118,8 @@ def test_cuda_autocast_float16_matches_pyg(name):
 
 # Inductor (seen with torch 2.11 on an H200) launches the backward's
 # "zero the overwritten rows" kernel of an LCM tree level that pairs nothing
-# on a two-dimensional grid of zero rows, and its launcher divides by zero.
+# on a two-dimensional grid of zero rows, and its launcher divides by zero
+# (pytorch/pytorch#178530; fixes proposed upstream in #178878 and #179222).
 # Eager LCM on CUDA is unaffected. (Before LCM spelled out its GRU cell
 # under the compiler it did not trace on CUDA at all: CUDA's fused GRU cell,
 # which PyG's LCMAggregation calls too, has no fake implementation.)

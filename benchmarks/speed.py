@@ -2,8 +2,8 @@
 
 On the CPU each (layer, graph, implementation) runs in its own subprocess,
 because the peak memory of a process cannot be reset for torch's CPU
-allocator (on CUDA the allocator's counter resets, and both run in-process): the
-worker builds its inputs, returns freed memory to the OS, resets the
+allocator (on CUDA the allocator's counter resets, and both run in this
+process): the worker builds its inputs, returns freed memory to the OS, resets the
 kernel's high-water mark (``/proc/self/clear_refs``), then times
 forward+backward passes. Peak memory is the high-water mark of resident
 memory above what the inputs already held (``max_memory_allocated`` on
@@ -398,8 +398,8 @@ def compare(cases: List[str], graphs: List[str], device: str, repeats: int,
             memory_cap_gb: float, rounds: int = 1,
             compile: bool = False) -> List[dict]:
     """Every case on every graph: ``rounds`` times PyG then gnnagg, each in
-    a fresh process on the CPU, so a slow spell of a shared machine hits one round's
-    ratio, not the figure."""
+    a fresh process on the CPU, so a slow spell of a shared machine hits one
+    round's ratio, not the figure."""
     rows = []
     for graph in graphs:
         for case in cases:

@@ -96,7 +96,7 @@ class ResultStore:
 
         def run_of(record: dict) -> tuple:
             return (record["dataset"], record["model"], record["seed"],
-                    json.dumps(record.get("config"), sort_keys=True))
+                    config_tag(record.get("config", {})))
 
         known = {run_of(r) for r in self.records()}
         new = [r for r in adopted if run_of(r) not in known]

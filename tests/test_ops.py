@@ -5,9 +5,9 @@ from torch_geometric.utils import softmax as pyg_softmax
 
 from gnnagg.nn.conv.loop_features import self_loop_edge_features
 from gnnagg.ops import (build_csr, clamped_power, csr_view,
-                        degree_scaled_linear, gatv2_score, permute_rows,
-                        segment_reduce, segment_softmax, set_backend,
-                        weighted_aggregate)
+                        degree_scaled_linear, gatv2_score, neighbor_stats,
+                        permute_rows, segment_reduce, segment_softmax,
+                        set_backend, weighted_aggregate)
 from gnnagg.ops.backend import get_backend, has_torch_scatter, uses_torch_scatter
 
 from conftest import random_graph, skewed_graph
@@ -202,6 +202,28 @@ def test_degree_groups_and_permute_rows():
         lambda t: permute_rows(t, order, position), (x,))
 
 
+def test_csr_by_degree_holds_the_same_edges_in_degree_order():
+    edge_index = skewed_graph(12)
+    csr = csr_view(edge_index, 12)
+    _, order, _, _ = csr.degree_groups
+    graph = csr.by_degree
+    assert torch.equal(graph.degree, csr.degree[order])
+    assert torch.equal(graph.rowptr[1:], torch.cumsum(graph.degree, 0))
+    assert torch.equal(graph.row, torch.repeat_interleave(graph.degree))
+    # destination r of the view is node order[r]: same sources, same order
+    for r, node in enumerate(order.tolist()):
+        start, end = csr.rowptr[node], csr.rowptr[node + 1]
+        assert torch.equal(graph.col[graph.rowptr[r]:graph.rowptr[r + 1]],
+                           csr.col[start:end])
+    # slot k of the view is the caller's edge perm[k]
+    assert torch.equal(edge_index[0][graph.perm], graph.col)
+    assert torch.equal(order[graph.row], edge_index[1][graph.perm])
+    x = torch.randn(12, 3)
+    for name, value in neighbor_stats(x, graph, ["mean", "max"]).items():
+        torch.testing.assert_close(
+            value, neighbor_stats(x, csr, [name])[name][order])
+
+
 @pytest.mark.parametrize("max_groups", [32, 0])  # grouped, per scaler
 def test_degree_scaled_linear_matches_scaled_copies(max_groups):
     csr = csr_view(skewed_graph(12), 12)
@@ -220,6 +242,20 @@ def test_degree_scaled_linear_matches_scaled_copies(max_groups):
     assert torch.autograd.gradcheck(
         lambda a, w: degree_scaled_linear(a, w, scale, csr, max_groups),
         (x, weight))
+    if max_groups == 0:  # rows already grouped need the grouped products
+        with pytest.raises(ValueError, match="rows_by_degree"):
+            degree_scaled_linear(x, weight, scale, csr, max_groups,
+                                 rows_by_degree=True)
+        return
+    # rows given in degree order (csr.by_degree's): the same output
+    order = csr.degree_groups[1]
+    torch.testing.assert_close(degree_scaled_linear(
+        x[order], weight, scale, csr, max_groups, rows_by_degree=True),
+        expected)
+    assert torch.autograd.gradcheck(
+        lambda a, w: degree_scaled_linear(a, w, scale, csr, max_groups,
+                                          rows_by_degree=True),
+        (x[order].detach().requires_grad_(), weight))
 
 
 def test_weighted_aggregate_matches_gather_scatter():

@@ -112,6 +112,29 @@ class CSRGraph:
         return degrees, order, position, sizes.tolist()
 
     @cached_property
+    def by_degree(self) -> "CSRGraph":
+        r"""This graph with its destination nodes in the order of
+        :attr:`degree_groups` (ascending in-degree): destination ``r`` of it
+        is node ``order[r]`` of this one, with the same in-edges. Node
+        statistics computed on it come out grouped by degree, so a
+        degree-wise product (:func:`gnnagg.ops.degree_scaled_linear`) need
+        not permute them."""
+        _, order, _, _ = self.degree_groups
+        degree = self.degree.index_select(0, order)
+        rowptr = cumsum(degree)
+        row = segment_ids(rowptr, self.num_edges)
+        # slot k of the new view is slot start_old - start_new + k of this one
+        offset = self.rowptr.index_select(0, order) - rowptr[:-1]
+        slot = offset.index_select(0, row) + torch.arange(
+            self.num_edges, device=row.device)
+        graph = CSRGraph(rowptr, self.col.index_select(0, slot),
+                         self.perm.index_select(0, slot), self.num_src,
+                         self.num_dst, self.kept_edges, self.num_loops,
+                         self.num_input_edges)
+        graph.__dict__.update(degree=degree, row=row)  # computed already
+        return graph
+
+    @cached_property
     def transpose(self) -> Tuple[Tensor, Tensor, Tensor]:
         r"""``(rowptr_t, col_t, slot_t)``: slots grouped by source node;
         ``col_t`` is the destination and ``slot_t`` the CSR slot of each."""

@@ -24,16 +24,28 @@ from .permute import permute_rows
 MAX_DEGREE_GROUPS = 32
 
 
+def groups_by_degree(csr: CSRGraph,
+                     max_groups: int = MAX_DEGREE_GROUPS) -> bool:
+    """Whether :func:`degree_scaled_linear` takes one product per distinct
+    in-degree of ``csr``: at most ``max_groups`` of them, and not under
+    ``torch.compile`` (where the groups' sizes would be data)."""
+    return not torch.compiler.is_compiling() and \
+        0 < len(csr.degree_groups[3]) <= max_groups
+
+
 def degree_scaled_linear(x: Tensor, weight: Tensor,
                          scale: Callable[[Tensor], Tensor], csr: CSRGraph,
-                         max_groups: int = MAX_DEGREE_GROUPS) -> Tensor:
+                         max_groups: int = MAX_DEGREE_GROUPS,
+                         rows_by_degree: bool = False) -> Tensor:
     r""":math:`\sum_s c_s(d_i) W_s \mathbf{x}_i` for every destination node
     :math:`i` of ``csr``.
 
-    With at most ``max_groups`` distinct degrees, nodes are grouped by
-    degree and each group takes one product with its :math:`W_d` (not
-    under ``torch.compile``, where the groups' sizes would be data); else
-    one product with all :math:`W_s` stacked, scaled per node and summed.
+    With at most ``max_groups`` distinct degrees
+    (:func:`groups_by_degree`), nodes are grouped by degree and each group
+    takes one product with its :math:`W_d`; else one product with all
+    :math:`W_s` stacked, scaled per node and summed. Grouping permutes the
+    rows of ``x`` unless they come grouped already: computed on
+    :attr:`CSRGraph.by_degree` (``rows_by_degree``).
 
     Args:
         x (torch.Tensor): node features, ``(N, K)`` with ``N`` the number
@@ -44,18 +56,27 @@ def degree_scaled_linear(x: Tensor, weight: Tensor,
         csr (CSRGraph): the graph; its in-degrees are :math:`d_i`.
         max_groups (int, optional): most distinct degrees for the grouped
             computation. (default: :obj:`32`)
+        rows_by_degree (bool, optional): row ``r`` of ``x`` belongs to node
+            ``csr.by_degree``'s ``r``, not ``csr``'s; only where
+            :func:`groups_by_degree` holds. The output is in ``csr``'s
+            order either way. (default: :obj:`False`)
 
     Shapes:
         - **input:** ``x`` :math:`(N, K)`, ``weight`` :math:`(S, O, K)`
         - **output:** :math:`(N, O)`
     """
     num_scalers, out_features, _ = weight.shape
-    grouped = not torch.compiler.is_compiling() and \
-        0 < len(csr.degree_groups[3]) <= max_groups
+    grouped = groups_by_degree(csr, max_groups)
+    if rows_by_degree and not grouped:
+        raise ValueError("rows_by_degree=True needs the grouped computation "
+                         f"(at most max_groups={max_groups} distinct "
+                         "degrees, not compiling)")
     if grouped:
         degrees, order, position, sizes = csr.degree_groups
         w_degree = torch.einsum("gs,sok->gok", scale(degrees), weight)
-        groups = permute_rows(x, order, position).split(sizes)
+        if not rows_by_degree:
+            x = permute_rows(x, order, position)
+        groups = x.split(sizes)
         return permute_rows(torch.cat([part @ w.t() for part, w in
                                        zip(groups, w_degree.unbind(0))]),
                             position, order)

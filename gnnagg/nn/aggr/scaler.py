@@ -177,10 +177,11 @@ class DegreeScalerAggregation(SegmentAggregation,
         return None
 
     def scaled_linear(self, aggregated: Tensor, weight: Tensor,
-                      csr: CSRGraph,
-                      max_groups: int = MAX_DEGREE_GROUPS) -> Tensor:
+                      csr: CSRGraph, max_groups: int = MAX_DEGREE_GROUPS,
+                      rows_by_degree: bool = False) -> Tensor:
         r""":math:`W\,\mathbf{out}_i` for every destination of ``csr``,
-        from the unscaled inner aggregation ``aggregated`` (``(N, K)``) and a
+        from the unscaled inner aggregation ``aggregated`` (``(N, K)``, its
+        rows those of ``csr.by_degree`` with ``rows_by_degree``) and a
         weight ``(O, |scaler| K)`` laid out as a linear map of this module's
         output, without building the ``N x |scaler| K`` scaled copies
         (:func:`gnnagg.ops.degree_scaled_linear`)."""
@@ -189,7 +190,7 @@ class DegreeScalerAggregation(SegmentAggregation,
         return degree_scaled_linear(
             aggregated, per_scaler,
             lambda degrees: self.factors(degrees, aggregated.dtype), csr,
-            max_groups)
+            max_groups, rows_by_degree)
 
     def forward(self, x: Tensor, index: Optional[Tensor] = None,
                 ptr: Optional[Tensor] = None, dim_size: Optional[int] = None,

@@ -10,7 +10,8 @@ from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.nn.dense.linear import Linear
 from torch_geometric.typing import Adj, PairTensor, SparseTensor
 
-from ...ops import MAX_DEGREE_GROUPS, CSRGraph, csr_view, neighbor_stats
+from ...ops import (MAX_DEGREE_GROUPS, CSRGraph, csr_view, groups_by_degree,
+                   neighbor_stats)
 from ..aggr import DegreeScalerAggregation, SegmentAggregation
 from .fusion import MESSAGE_HOOKS, PROPAGATE_HOOKS, message_path_needed
 from .inputs import check_features, edge_index_and_sizes, layer_dtype
@@ -110,9 +111,13 @@ class PNASimpleConv(MessagePassing):
         csr = csr_view(*edge_index_and_sizes(
             edge_index, source.size(0),
             None if target is None else target.size(0), size))
+        # grouped by degree, the statistics are computed in group order
+        grouped = groups_by_degree(csr, self.MAX_DEGREE_GROUPS)
+        aggregated = self._aggregate_unscaled(
+            source, csr.by_degree if grouped else csr)
         out = self.aggr_module.scaled_linear(
-            self._aggregate_unscaled(source, csr), self.lin.weight, csr,
-            self.MAX_DEGREE_GROUPS)
+            aggregated, self.lin.weight, csr, self.MAX_DEGREE_GROUPS,
+            rows_by_degree=grouped)
         return out if self.lin.bias is None else out + self.lin.bias
 
     def _aggregate_unscaled(self, x: Tensor, csr: CSRGraph) -> Tensor:

@@ -94,6 +94,32 @@ def test_gat_with_a_wrapped_linear_map_matches_pyg(bipartite):
     assert_same(ours, reference, inputs)
 
 
+@pytest.mark.parametrize("bipartite", [False, True])
+def test_gat_calls_a_hooked_linear_map_as_pyg(bipartite):
+    # features and scores come from one product, not lin's call, unless
+    # something observes that call: a hook on lin fires as with PyG's
+    channels = (12, 6) if bipartite else 12
+    ours, reference = paired(GATConv, pyg_nn.GATConv, channels, 8, heads=2,
+                             bias=False)
+    name = "lin_src" if bipartite else "lin"
+    seen = {}
+
+    def record(conv):
+        def hook(module, args, out):
+            seen[conv] = out.detach().clone()
+        return hook
+
+    for conv in (ours, reference):
+        getattr(conv, name).register_forward_hook(record(conv))
+    x = torch.randn(25, 12, requires_grad=True)
+    if bipartite:
+        inputs = ((x, torch.randn(10, 6)), random_graph(25, 90, 10))
+    else:
+        inputs = (x, random_graph(25, 90, 25))
+    assert_same(ours, reference, inputs)
+    torch.testing.assert_close(seen[ours], seen[reference])
+
+
 @pytest.mark.parametrize("layer", LAYERS, ids=["GAT", "GATv2"])
 @pytest.mark.parametrize("self_loops", [True, False])
 def test_parity_bipartite(layer, self_loops):

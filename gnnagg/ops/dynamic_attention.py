@@ -39,12 +39,17 @@ def _preactivation_chunks(x_src, x_dst, edge_attr, edge_weight, col, row,
     num_edges = col.numel()
     step = max(1, buffer.size(0))
     addend = torch.empty_like(buffer)
+    # gathered as rows of H C values: on small graphs, two-threaded
+    # index_select took 5 times longer on (E, H, C) tensors than on their
+    # (E, H C) views
+    flat_src, flat_dst = x_src.flatten(1), x_dst.flatten(1)
     for start in range(0, num_edges, step):
         part = slice(start, min(start + step, num_edges))
         count = part.stop - start
         s, t = buffer[:count], addend[:count]
-        torch.index_select(x_src, 0, col[part], out=s)
-        s += torch.index_select(x_dst, 0, row[part], out=t)
+        torch.index_select(flat_src, 0, col[part], out=s.view(count, -1))
+        s += torch.index_select(flat_dst, 0, row[part],
+                                out=t.view(count, -1)).view_as(s)
         if edge_attr is not None:
             s += torch.mm(edge_attr[part], edge_weight.t(),
                           out=t.view(count, -1)).view_as(s)
@@ -60,10 +65,13 @@ def _chunk_buffer(x_src: Tensor, num_edges: int) -> Tensor:
 def _per_head(att: Tensor) -> Tensor:
     """``(H, C)`` -> the ``(H C, H)`` block-diagonal matrix that maps a row
     of ``H x C`` values to its ``H`` per-head dot products with ``att``:
-    one dense product instead of a batched one over strided heads."""
+    one dense product instead of a batched one over strided heads. It is
+    the transpose of a contiguous ``(H, H C)`` matrix: MKL multiplies by a
+    narrow matrix so laid out 3-4 times faster than by a row-major one."""
     heads = att.size(0)
     eye = torch.eye(heads, dtype=att.dtype, device=att.device)
-    return (att.unsqueeze(-1) * eye.unsqueeze(1)).reshape(att.numel(), heads)
+    return (eye.unsqueeze(-1) * att.unsqueeze(0)).reshape(
+        heads, att.numel()).t()
 
 
 @torch.library.custom_op("gnnagg::gatv2_score", mutates_args=())

@@ -1,17 +1,29 @@
 r"""Graph attention (Velickovic et al., 2018) on gnnagg's CSR kernels."""
 from __future__ import annotations
 
-from typing import Optional, Tuple, Union
+from typing import List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
+import torch.nn.modules.module as module_hooks
 from torch import Tensor
-from torch_geometric.nn.dense.linear import Linear
+from torch_geometric.nn.dense.linear import (Linear,
+                                              is_uninitialized_parameter)
 from torch_geometric.typing import SparseTensor
 from torch_geometric.nn.conv import GATConv as PyGGATConv
 
 from ...ops import weighted_aggregate
 from .attention import AttentionConv
+
+
+def _plain_linear(lin) -> bool:
+    """Whether ``lin`` is an initialised ``Linear`` (PyG's or torch's) whose
+    call nothing observes: no forward hooks of its own or global ones."""
+    return type(lin) in (Linear, torch.nn.Linear) and \
+        not is_uninitialized_parameter(lin.weight) and \
+        not (lin._forward_hooks or lin._forward_pre_hooks or
+             module_hooks._global_forward_hooks or
+             module_hooks._global_forward_pre_hooks)
 
 
 class GATConv(AttentionConv, PyGGATConv):
@@ -84,25 +96,27 @@ class GATConv(AttentionConv, PyGGATConv):
         if not self.fuse or isinstance(edge_index, SparseTensor):
             return super().forward(x, edge_index, edge_attr, size,
                                    return_attention_weights)
-        H, C = self.heads, self.out_channels
         x_src, x_dst = self._split_input(x)
         res = None if self.res is None or x_dst is None else self.res(x_dst)
         lin_src = self.lin if self.lin is not None else self.lin_src
         lin_dst = self.lin if self.lin is not None else self.lin_dst
-        h_src = lin_src(x_src).view(-1, H, C)
-        h_dst = None
-        if x_dst is not None:
-            h_dst = (h_src if x_dst is x_src and lin_dst is lin_src else
-                     lin_dst(x_dst).view(-1, H, C))
+        if x_dst is x_src and lin_dst is lin_src:  # one projection serves
+            h_src, (alpha_src, alpha_dst) = self._project(
+                x_src, lin_src, (self.att_src, self.att_dst))
+            h_dst = h_src
+        else:
+            h_src, (alpha_src,) = self._project(x_src, lin_src,
+                                                (self.att_src,))
+            h_dst, alpha_dst = None, None
+            if x_dst is not None:
+                h_dst, (alpha_dst,) = self._project(x_dst, lin_dst,
+                                                    (self.att_dst,))
         kept_edges = None
         if self._loops_found_in_forward(edge_index):
             kept_edges = (edge_index[0] != edge_index[1]).nonzero().view(-1)
         csr = self._graph(edge_index, h_src.size(0),
                           None if h_dst is None else h_dst.size(0), size,
                           kept_edges)
-        alpha_src = self._node_scores(x_src, h_src, lin_src, self.att_src)
-        alpha_dst = None if x_dst is None or h_dst is None else \
-            self._node_scores(x_dst, h_dst, lin_dst, self.att_dst)
         edge_feat = self._edge_features(csr, edge_attr)
         if self._through_propagate():
             graph = csr.by_destination
@@ -121,24 +135,36 @@ class GATConv(AttentionConv, PyGGATConv):
             return out, self._attention_weights(edge_index, csr, alpha)
         return out
 
-    @staticmethod
-    def _node_scores(x: Tensor, h: Tensor, lin, att: Tensor) -> Tensor:
-        r""":math:`\mathbf{a}^\top \mathbf{\Theta} \mathbf{x}_i` per head
-        (``h = lin(x)``) as
+    def _project(self, x: Tensor, lin,
+                 atts: Tuple[Tensor, ...]) -> Tuple[Tensor, List[Tensor]]:
+        r"""``lin(x)`` as ``(N, H, C)`` and, for each attention vector
+        :math:`\mathbf{a}` of ``atts``, the node scores
+        :math:`\mathbf{a}^\top \mathbf{\Theta} \mathbf{x}_i` per head
+        ``(N, H)``.
+
+        For a plain linear map the scores are
         :math:`\mathbf{x}_i^\top (\mathbf{\Theta}^\top \mathbf{a})`: the
-        attention vector folded into the weight, one ``F_in x H`` product
-        instead of the ``N x H x C`` product and sum over the projections
-        (and their backward, which reduces over all nodes). Only for a
-        plain linear map; any other module in ``lin`` (a wrapper, an
-        adapter) gets the sum over ``h``, as in PyG."""
-        if type(lin) not in (Linear, torch.nn.Linear):
-            return (h * att).sum(-1)
-        H, C = att.shape[-2:]
-        weight = (lin.weight.view(H, C, -1) * att.view(H, C, 1)).sum(1)
-        scores = F.linear(x, weight)
+        folded ``H x F_in`` matrices are stacked under
+        :math:`\mathbf{\Theta}`, so one product gives features and scores,
+        forward and backward (no ``N x H x C`` product and sum, and no
+        separate products only ``H`` wide, which a threaded BLAS runs slowly).
+        Any other module in ``lin`` (a wrapper, an adapter, a lazy or hooked
+        ``Linear``) is called, and the scores sum over its output, as in
+        PyG."""
+        H, C = self.heads, self.out_channels
+        if not _plain_linear(lin):
+            h = lin(x).view(-1, H, C)
+            return h, [(h * att).sum(-1) for att in atts]
+        weight = lin.weight.view(H, C, -1)
+        folded = [(weight * att.view(H, C, 1)).sum(1) for att in atts]
+        h, *scores = F.linear(x, torch.cat([lin.weight] + folded)).split(
+            [H * C] + [H] * len(atts), dim=-1)
         if lin.bias is not None:
-            scores = scores + (lin.bias.view(H, C) * att.view(H, C)).sum(-1)
-        return scores
+            bias = lin.bias.view(H, C)
+            h = h + lin.bias
+            scores = [score + (bias * att.view(H, C)).sum(-1)
+                      for score, att in zip(scores, atts)]
+        return h.view(-1, H, C), scores
 
     def edge_update(self, alpha_j: Tensor, alpha_i: Optional[Tensor],
                     edge_attr: Optional[Tensor], index: Tensor,

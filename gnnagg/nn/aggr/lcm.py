@@ -24,6 +24,14 @@ def _mean_of_both_orders(both: Tensor) -> Tensor:
     return both.view(2, pairs, both.size(1)).mean(0)
 
 
+def _positions(csr: CSRGraph) -> Tensor:
+    """Each message's position within its neighbourhood (CSR order)."""
+    if not csr.num_edges:
+        return csr.rowptr.new_zeros(0)
+    return torch.arange(csr.num_edges, device=csr.rowptr.device) - \
+        csr.rowptr[csr.row]
+
+
 def _gru_step(x: Tensor, h: Tensor, weight_ih: Tensor, weight_hh: Tensor,
               bias_ih: Optional[Tensor], bias_hh: Optional[Tensor]
               ) -> Tensor:
@@ -273,10 +281,24 @@ class RecurrentAggregation(SegmentAggregation):
         self.rnn.reset_parameters()
 
     def reduce_segments(self, x: Tensor, csr: CSRGraph) -> Tensor:
+        return self._read_neighbourhoods(x, csr,
+                                         *self._steps_and_weights(csr))
+
+    def reduce_unsorted_segments(self, x: Tensor, csr: CSRGraph) -> Tensor:
+        # the step sizes are fetched here rather than through
+        # reduce_segments: torch.compile counts their graph break once per
+        # frame on the call stack
+        return self._read_neighbourhoods(x.index_select(0, csr.perm), csr,
+                                         *self._steps_and_weights(csr))
+
+    def _read_neighbourhoods(self, x: Tensor, csr: CSRGraph,
+                             batch_sizes: List[int],
+                             weights: List[Tensor]) -> Tensor:
+        """The last hidden state of every neighbourhood of ``x`` (messages
+        in CSR order), ``batch_sizes[t]`` of them still running at step
+        ``t``."""
         lengths = csr.degree
         segment = csr.row if csr.num_edges else lengths.new_zeros(0)
-        position = torch.arange(csr.num_edges, device=x.device) - \
-            csr.rowptr[segment]
         if self.training:  # a random order within every neighbourhood
             keys = torch.rand(csr.num_edges, device=x.device)
             order = torch.argsort(keys)
@@ -286,9 +308,8 @@ class RecurrentAggregation(SegmentAggregation):
         by_length = torch.argsort(lengths, descending=True, stable=True)
         rank = torch.empty_like(lengths)
         rank[by_length] = torch.arange(by_length.numel(), device=x.device)
-        time_major = torch.argsort(position * max(1, by_length.numel()) +
-                                   rank[segment])
-        batch_sizes, weights = self._steps_and_weights(position)
+        time_major = torch.argsort(
+            _positions(csr) * max(1, by_length.numel()) + rank[segment])
         out = x.new_zeros(csr.num_dst, self.out_channels)
         if not batch_sizes:  # no messages
             return out
@@ -296,7 +317,7 @@ class RecurrentAggregation(SegmentAggregation):
         return out.index_put((by_length[:batch_sizes[0]],), last)
 
     @torch.compiler.disable
-    def _steps_and_weights(self, position: Tensor
+    def _steps_and_weights(self, csr: CSRGraph
                            ) -> Tuple[List[int], List[Tensor]]:
         """Sequences still running at each step (messages at each
         position), as Python ints because the cell's loop runs once per
@@ -305,7 +326,7 @@ class RecurrentAggregation(SegmentAggregation):
         is data, and dynamo does not look into GRU and LSTM modules."""
         weights = [getattr(self.rnn, name) for name in (
             "weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")]
-        return torch.bincount(position).tolist(), weights
+        return torch.bincount(_positions(csr)).tolist(), weights
 
     def _run(self, packed: Tensor, batch_sizes: List[int],
              weights: List[Tensor]) -> Tensor:

@@ -11,6 +11,7 @@ from torch_geometric.nn.models import GAT as PyGGAT
 from torch_geometric.nn.models import PNA as PyGPNA
 
 from ..nn import GATConv, GATv2Conv, PNAConv
+from ..nn.functional import dropout
 
 ATTENTION_LAYERS = {"gat": GATConv, "gatv2": GATv2Conv}
 
@@ -71,7 +72,7 @@ class GATPaperNet(torch.nn.Module):
                            heads=out_heads, concat=False, dropout=dropout)
 
     def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
-        x = F.dropout(x, p=self.dropout, training=self.training)
+        x = dropout(x, self.dropout, self.training)
         x = F.elu(self.conv1(x, edge_index))
-        x = F.dropout(x, p=self.dropout, training=self.training)
+        x = dropout(x, self.dropout, self.training)
         return self.conv2(x, edge_index)

@@ -14,6 +14,7 @@ from ..nn.aggr import (LCMAggregation, MaxAggregation, MeanAggregation,
                        RecurrentAggregation, SumAggregation,
                        TopMAttentionAggregation)
 from ..nn.conv.inputs import check_features
+from ..nn.functional import dropout
 from .registry import LAYER_KINDS, MODELS
 
 
@@ -124,7 +125,7 @@ class GNN(torch.nn.Module):
                 out = conv(h, edge_index, batch)
             else:
                 out = conv(h, edge_index)
-            h = F.dropout(F.relu(norm(out)), self.dropout, self.training)
+            h = dropout(F.relu(norm(out)), self.dropout, self.training)
         if self.graph_level:
             h = global_mean_pool(h, batch)
         return self.head(h)

@@ -9,6 +9,7 @@ from torch import Tensor
 from torch_geometric.nn import global_mean_pool
 
 from ..nn import TANGNNConv
+from ..nn.functional import dropout
 from .gnn import check_node_input
 
 
@@ -46,7 +47,7 @@ class TANGNN(torch.nn.Module):
             x = self.encoder(x)
         outputs = []
         for conv in self.convs:
-            x = F.dropout(x, self.dropout, self.training)
+            x = dropout(x, self.dropout, self.training)
             x = F.relu(conv(x, edge_index, batch))
             outputs.append(x)
         return torch.cat(outputs, dim=-1) if self.lc else x
@@ -59,7 +60,7 @@ class TANGNN(torch.nn.Module):
         h = self.encode(x, edge_index, batch)
         if self.graph_level:
             h = global_mean_pool(h, batch)
-        return self.head(F.dropout(h, self.dropout, self.training))
+        return self.head(dropout(h, self.dropout, self.training))
 
     def decode(self, z: Tensor, edge_label_index: Tensor) -> Tensor:
         """Link logits: :math:`\\langle z_u, z_v \\rangle` per pair."""

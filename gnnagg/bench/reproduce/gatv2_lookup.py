@@ -12,6 +12,7 @@ from torch import Tensor
 from torch_geometric.loader import DataLoader
 
 from ...nn import GATConv, GATv2Conv
+from ...nn.functional import dropout
 from ..synthetic import dictionary_lookup
 from .base import Reproduction, Run, ours_text
 
@@ -28,8 +29,9 @@ class LookupNet(torch.nn.Module):
     GATv2 shares its source and target weights and has no bias and no
     self-loops; GAT keeps its self-loops.
 
-    The dropout is the paper's code's ``F.dropout(x)``: PyTorch's defaults,
-    so ``p = 0.5`` and on in evaluation too (``always_dropout``); with
+    The dropout is the paper's code's ``F.dropout(x)`` (as
+    :func:`gnnagg.nn.functional.dropout`): PyTorch's defaults, so
+    ``p = 0.5`` and on in evaluation too (``always_dropout``); with
     ``always_dropout=False`` it follows ``self.training``."""
 
     def __init__(self, k: int, layer: str, heads: int, dim: int = 128,
@@ -47,8 +49,8 @@ class LookupNet(torch.nn.Module):
 
     def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
         h = F.relu(self.key(x[:, 0]) + self.value(x[:, 1]))
-        h = F.dropout(self.conv(h, edge_index), self.dropout,
-                      self.training or self.always_dropout)
+        h = dropout(self.conv(h, edge_index), self.dropout,
+                    self.training or self.always_dropout)
         return self.out(h)
 
 

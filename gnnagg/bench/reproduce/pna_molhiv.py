@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.nn import Linear, SimpleConv, global_mean_pool
 
+from ...nn.functional import dropout
 from .base import Reproduction, Run, ours_text
 
 AGGREGATORS = ["mean", "min", "max", "std"]
@@ -84,7 +85,7 @@ class PNAMolhivNet(torch.nn.Module):
         h = self.encoder(x)
         for conv, norm in zip(self.convs, self.norms):
             update = F.relu(norm(conv(h, edge_index)))
-            h = F.dropout(h + update, self.dropout, self.training)
+            h = dropout(h + update, self.dropout, self.training)
         return self.head(global_mean_pool(h, batch))
 
 

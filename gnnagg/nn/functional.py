@@ -5,6 +5,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+#: dropout draws its mask from 16-bit random integers on the CPU
+_LEVELS = 1 << 16
+
 
 def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
     r"""Dropout, as :func:`torch.nn.functional.dropout`: in training, each
@@ -13,15 +16,17 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
 
     .. math::
         \mathbf{x}' = \mathbf{x} \odot \mathbf{m} / (1 - p), \quad
-        m_k = [u_k \ge p], \quad u_k \sim U[0, 1)
+        m_k = [u_k \ge p 2^{16}], \quad u_k \sim U\{0, \dots, 2^{16} - 1\}
 
-    The mask comes from uniform draws in float32 (float64 for float64
-    inputs), not from PyTorch's ``bernoulli_``, which on the CPU took 3.3x
-    as long as ``uniform_`` for the same entries (2.4 ms against 0.73 ms
-    for the 3,200 x 80 states of a 128-molecule batch): a network that
-    drops out its node states spent 15% of a training step there. Same
-    distribution, another random stream than PyTorch's. Other devices run
-    :func:`torch.nn.functional.dropout` (one fused kernel on CUDA).
+    with :math:`p` rounded to a multiple of :math:`2^{-16}` (at most
+    :math:`7.6 \cdot 10^{-6}` away) and the scale taken from the rounded
+    value, so the output stays unbiased. On the CPU the 16-bit draws are
+    four to a 64-bit random word: PyTorch's ``bernoulli_`` draws one double
+    per entry, and the GAT paper's input dropout on Cora (2,708 x 1,433
+    features) took 16 ms forward+backward with ``uniform_`` draws, 9.7 ms
+    with these (``bernoulli_``: about 3 times ``uniform_``'s draws). Other
+    devices run :func:`torch.nn.functional.dropout` (one fused kernel on
+    CUDA). Another random stream than PyTorch's.
 
     Args:
         x: input of any shape.
@@ -35,9 +40,12 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
         return x
     if x.device.type != "cpu":
         return F.dropout(x, p, training)
-    if p == 1.0:
+    dropped_levels = round(p * _LEVELS)
+    if dropped_levels == _LEVELS:
         return x * 0.0
-    # the draws become the scaled mask in place
-    mask = torch.rand(x.shape, device=x.device, dtype=torch.float64 if
-                      x.dtype == torch.float64 else torch.float32)
-    return x * mask.ge_(p).mul_(1.0 / (1.0 - p)).to(x.dtype)
+    count = x.numel()
+    words = torch.empty((count + 3) // 4, dtype=torch.int64).random_(
+        -(1 << 63), (1 << 63) - 1)  # every bit uniform
+    draws = words.view(torch.int16)[:count].view(x.shape)  # U{-2^15, 2^15)
+    keep = draws >= dropped_levels - _LEVELS // 2
+    return x * keep.to(x.dtype).mul_(_LEVELS / (_LEVELS - dropped_levels))

@@ -166,3 +166,18 @@ def test_recurrent_aggregation_compiles_with_one_break(dynamic_shapes, cell):
             out.square().sum(), [leaf] + list(ours.parameters()))))
     for got, want in zip(results[1], results[0], strict=True):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+
+
+# training-mode dropout (gnnagg.nn.functional.dropout, which hands over to
+# F.dropout while compiling) keeps the layers' graphs whole
+@pytest.mark.parametrize("dynamic_shapes", [True], indirect=True)
+@pytest.mark.parametrize("name", ["GATConv", "GATv2Conv"])
+def test_training_dropout_compiles_without_breaks(name, dynamic_shapes):
+    from gnnagg.nn.functional import dropout
+    ones = torch.ones(400, 5)
+    dropped = torch.compile(lambda t: dropout(t, 0.5), fullgraph=True)(ones)
+    assert 0.4 < (dropped != 0).float().mean().item() < 0.6
+    ours = {"GATConv": GATConv, "GATv2Conv": GATv2Conv}[name](
+        5, 3, heads=2, dropout=0.5).train()
+    reference = getattr(pyg_nn, name)(5, 3, heads=2, dropout=0.5).train()
+    assert graph_breaks(ours) <= graph_breaks(reference) == 0

@@ -56,3 +56,4 @@ def test_dropout_off_the_cpu_is_pytorchs(monkeypatch):
                         lambda x, p, training: calls.append(p) or x)
     x = torch.empty(4, 2, device="meta")
     assert dropout(x, 0.25) is x and calls == [0.25]
+

@@ -25,8 +25,9 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
     per entry, and the GAT paper's input dropout on Cora (2,708 x 1,433
     features) took 16 ms forward+backward with ``uniform_`` draws, 9.7 ms
     with these (``bernoulli_``: about 3 times ``uniform_``'s draws). Other
-    devices run :func:`torch.nn.functional.dropout` (one fused kernel on
-    CUDA). Another random stream than PyTorch's.
+    devices, and ``torch.compile`` (whose generated code draws its own
+    mask), run :func:`torch.nn.functional.dropout`. Another random stream
+    than PyTorch's.
 
     Args:
         x: input of any shape.
@@ -38,7 +39,7 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
                          f"but got {p}")
     if not training or p == 0.0:
         return x
-    if x.device.type != "cpu":
+    if x.device.type != "cpu" or torch.compiler.is_compiling():
         return F.dropout(x, p, training)
     dropped_levels = round(p * _LEVELS)
     if dropped_levels == _LEVELS:

@@ -7,13 +7,13 @@ from __future__ import annotations
 from typing import Optional, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.utils import cumsum
 from torch_geometric.utils import softmax as pyg_softmax
 
 from ...ops import (CSRGraph, csr_of_adjacency, csr_view, segment_softmax,
                     weighted_aggregate)
+from ..functional import dropout
 from .fusion import (FUSED_PRODUCT_HOOKS, FusedMessagePassing, has_hooks,
                      message_path_needed)
 from .inputs import (check_edge_features, check_features,
@@ -94,7 +94,7 @@ class AttentionConv(FusedMessagePassing):
             alpha = segment_softmax(scores, ptr, index)
         else:
             alpha = pyg_softmax(scores, index, None, dim_size)
-        return F.dropout(alpha, p=self.dropout, training=self.training)
+        return dropout(alpha, self.dropout, self.training)
 
     def _split_input(self, x) -> Tuple[Tensor, Optional[Tensor]]:
         """``(x_src, x_dst)`` after checking both against ``in_channels``

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Every reproduction at its full protocol, one after another, one thread each
-# (the machine has two cores: this queue on one, pna-molhiv on the other).
+# Every reproduction at its full protocol, one after another, one thread each;
+# with names as arguments, only those, in that order (two queues of disjoint
+# names use two cores: reproduce_all.sh gatv2-lookup & reproduce_all.sh
+# lcm-second-min sum-extrapolation pna-multitask &).
 # Each command resumes where a stopped one left off, so rerunning this script
 # after a stop continues the queue; runs whose records were committed
 # (benchmarks/results/NAME.jsonl) are not run again on a fresh checkout.
 # Results land in results/reproduce/NAME/;
 # benchmarks/collect_reproductions.py copies them into benchmarks/results/.
-#   nohup benchmarks/reproduce_all.sh > results/reproduce/queue.log 2>&1 &
+#   nohup benchmarks/reproduce_all.sh [NAME...] > results/reproduce/queue.log 2>&1 &
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 OUTDATED_IGNORE=1
@@ -25,8 +27,12 @@ reproduce() {
     "$GNNAGG" reproduce "$name" --out "$OUT" "${records[@]}" "$@"
 }
 
-reproduce tangnn-cora --root data/Planetoid --raw-dir "$SHARED/planetoid"
-reproduce gatv2-lookup
-reproduce lcm-second-min
-reproduce pna-multitask
-reproduce sum-extrapolation
+NAMES=("$@")
+[ ${#NAMES[@]} -gt 0 ] || NAMES=(tangnn-cora gatv2-lookup lcm-second-min pna-multitask
+                                sum-extrapolation)
+for name in "${NAMES[@]}"; do
+    case $name in
+        tangnn-cora) reproduce tangnn-cora --root data/Planetoid --raw-dir "$SHARED/planetoid" ;;
+        *) reproduce "$name" ;;
+    esac
+done

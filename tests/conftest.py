@@ -60,6 +60,15 @@ def dynamic_shapes(request):
     torch._dynamo.reset()
 
 
+@pytest.fixture
+def degree_groups_at_any_size(monkeypatch):
+    """The one-product-per-degree computation of
+    :func:`gnnagg.ops.degree_scaled_linear` on graphs of any size (small
+    test graphs would otherwise take the per-scaler products)."""
+    from gnnagg.ops import degree_linear
+    monkeypatch.setattr(degree_linear, "GROUP_SAVING", 0)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(12345)

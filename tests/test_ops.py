@@ -224,8 +224,22 @@ def test_csr_by_degree_holds_the_same_edges_in_degree_order():
             value, neighbor_stats(x, csr, [name])[name][order])
 
 
+def test_degree_groups_only_where_each_group_saves_enough():
+    from gnnagg.ops.degree_linear import GROUP_SAVING, groups_by_degree
+    csr = csr_view(skewed_graph(12), 12)
+    num_groups = len(csr.degree_groups[3])
+    # (S - 1) N O K multiply-adds saved: S = 2, N = 12, K = 1
+    enough = -(-num_groups * GROUP_SAVING // 12)  # O that just covers it
+    assert groups_by_degree(csr, (2, enough, 1))
+    assert not groups_by_degree(csr, (2, enough - 1, 1))
+    assert not groups_by_degree(csr, (1, 10 ** 9, 1))  # one scaler
+    assert not groups_by_degree(csr, (2, enough, 1),
+                                max_groups=num_groups - 1)
+
+
 @pytest.mark.parametrize("max_groups", [32, 0])  # grouped, per scaler
-def test_degree_scaled_linear_matches_scaled_copies(max_groups):
+def test_degree_scaled_linear_matches_scaled_copies(
+        max_groups, degree_groups_at_any_size):
     csr = csr_view(skewed_graph(12), 12)
     x = torch.randn(12, 5, dtype=torch.double, requires_grad=True)
     weight = torch.randn(3, 4, 5, dtype=torch.double, requires_grad=True)

@@ -35,12 +35,14 @@ def paired(aggregators, edge_index, num_nodes, scalers=SCALERS, **kwargs):
     {"edge_dim": 3, "pre_layers": 2, "post_layers": 2},
     {"train_norm": True, "act": "tanh", "pre_layers": 2},
     {"scalers": ["identity"]}, {"scalers": ["linear", "attenuation"]}])
-# U's first map: one matrix per distinct degree, or per scaler when there
-# are more distinct degrees than MAX_DEGREE_GROUPS (0 forces that path)
+# U's first map: one matrix per distinct degree (forced at this size), or
+# per scaler when there are more distinct degrees than MAX_DEGREE_GROUPS
+# (0 forces that path)
 @pytest.mark.parametrize("max_degree_groups", [32, 0])
 # integer-valued features tie within neighbourhoods everywhere
 @pytest.mark.parametrize("tied", [False, True])
-def test_parity_with_pyg(aggregators, kwargs, max_degree_groups, tied):
+def test_parity_with_pyg(aggregators, kwargs, max_degree_groups, tied,
+                         degree_groups_at_any_size):
     edge_index = graph()
     ours, reference = paired(aggregators, edge_index, 40, **kwargs)
     ours.MAX_DEGREE_GROUPS = max_degree_groups

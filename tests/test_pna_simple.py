@@ -39,14 +39,15 @@ def assert_same_outputs_and_gradients(ours, reference, x, edge_index):
 @pytest.mark.parametrize("aggregators", [STATISTICS, ["sum", "var"],
                                          ["softmax", "max", "powermean"]])
 @pytest.mark.parametrize("scalers", [SCALERS, ["identity"]])
-# lin: one matrix per distinct degree, or per scaler (0 forces that path)
+# lin: one matrix per distinct degree (forced at this size), or per scaler
+# (0 forces that path)
 @pytest.mark.parametrize("max_degree_groups", [32, 0])
 # integer-valued features tie within neighbourhoods everywhere, and the
 # graph has duplicate edges; none is 0, where PyG's scatter counts its
 # zero-initialised output as one more tie (gnnagg.ops.segment)
 @pytest.mark.parametrize("tied", [False, True])
 def test_parity_with_pyg_parts(aggregators, scalers, max_degree_groups,
-                               tied):
+                               tied, degree_groups_at_any_size):
     edge_index = graph()
     ours, reference = paired(aggregators, edge_index, 40, scalers)
     ours.MAX_DEGREE_GROUPS = max_degree_groups

@@ -10,7 +10,7 @@ from torch_geometric.nn.aggr import Aggregation
 from torch_geometric.nn.conv import PNAConv as PyGPNAConv
 
 from ...ops import (MAX_DEGREE_GROUPS, CSRGraph, degree_scaled_linear,
-                   message_counts)
+                   groups_by_degree, message_counts)
 from .base import SegmentAggregation, infer_dim_size, require_index
 from .basic import StatAggregation
 from .multi import MultiAggregation, resolve_aggregation
@@ -176,6 +176,21 @@ class DegreeScalerAggregation(SegmentAggregation,
             return [a.statistic for a in inner.aggrs]
         return None
 
+    def per_scaler(self, weight: Tensor) -> Tensor:
+        """A weight ``(O, |scaler| K)`` laid out as a linear map of this
+        module's output, as one ``(O, K)`` matrix per scaler: ``(|scaler|, O,
+        K)``."""
+        return weight.view(weight.size(0), len(self.scaler), -1) \
+            .transpose(0, 1)
+
+    def groups_by_degree(self, weight: Tensor, csr: CSRGraph,
+                         max_groups: int = MAX_DEGREE_GROUPS) -> bool:
+        """Whether :meth:`scaled_linear` with ``weight`` on ``csr`` computes
+        one product per in-degree (:func:`gnnagg.ops.groups_by_degree`), and
+        so takes its rows grouped by degree."""
+        return groups_by_degree(csr, self.per_scaler(weight).shape,
+                                max_groups)
+
     def scaled_linear(self, aggregated: Tensor, weight: Tensor,
                       csr: CSRGraph, max_groups: int = MAX_DEGREE_GROUPS,
                       rows_by_degree: bool = False) -> Tensor:
@@ -185,10 +200,8 @@ class DegreeScalerAggregation(SegmentAggregation,
         weight ``(O, |scaler| K)`` laid out as a linear map of this module's
         output, without building the ``N x |scaler| K`` scaled copies
         (:func:`gnnagg.ops.degree_scaled_linear`)."""
-        per_scaler = weight.view(weight.size(0), len(self.scaler), -1) \
-            .transpose(0, 1)
         return degree_scaled_linear(
-            aggregated, per_scaler,
+            aggregated, self.per_scaler(weight),
             lambda degrees: self.factors(degrees, aggregated.dtype), csr,
             max_groups, rows_by_degree)
 

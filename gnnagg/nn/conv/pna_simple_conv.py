@@ -10,8 +10,7 @@ from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.nn.dense.linear import Linear
 from torch_geometric.typing import Adj, PairTensor, SparseTensor
 
-from ...ops import (MAX_DEGREE_GROUPS, CSRGraph, csr_view, groups_by_degree,
-                   neighbor_stats)
+from ...ops import MAX_DEGREE_GROUPS, CSRGraph, csr_view, neighbor_stats
 from ..aggr import DegreeScalerAggregation, SegmentAggregation
 from .fusion import MESSAGE_HOOKS, PROPAGATE_HOOKS, message_path_needed
 from .inputs import check_features, edge_index_and_sizes, layer_dtype
@@ -112,7 +111,8 @@ class PNASimpleConv(MessagePassing):
             edge_index, source.size(0),
             None if target is None else target.size(0), size))
         # grouped by degree, the statistics are computed in group order
-        grouped = groups_by_degree(csr, self.MAX_DEGREE_GROUPS)
+        grouped = self.aggr_module.groups_by_degree(self.lin.weight, csr,
+                                                    self.MAX_DEGREE_GROUPS)
         aggregated = self._aggregate_unscaled(
             source, csr.by_degree if grouped else csr)
         out = self.aggr_module.scaled_linear(

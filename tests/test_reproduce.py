@@ -17,7 +17,8 @@ from gnnagg.bench.reproduce.gatv2_lookup import LookupNet
 from gnnagg.bench.reproduce.lcm_second_min import second_minimum_sets
 from gnnagg.bench.reproduce.pna_molhiv import PNAMolhivNet
 from gnnagg.bench.reproduce.pna_multitask import PNAMultitask, size_batches
-from gnnagg.bench.reproduce.sum_extrapolation import (grid, svf_graph,
+from gnnagg.bench.reproduce.sum_extrapolation import (ExtrapolationNet,
+                                                      grid, svf_graph,
                                                       ucf_graph)
 from gnnagg.bench.synthetic import _toggle_edges, pna_multitask_graphs
 from gnnagg.cli import main
@@ -240,6 +241,37 @@ def test_ucf_and_svf_graphs():
     assert counts[1:4].eq(5).all()
     assert grid(1, 1000, 4) == [1, 10, 100, 1000]
     assert grid(1, 5, 10) == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("aggregation", ["sum", "mean", "sum+mean"])
+def test_extrapolation_net_is_the_paper_network_on_pyg_simple_conv(
+        aggregation):
+    """The sparse-product network against x' = MLP([x, SimpleConv(aggr)
+    (x)]) with PyG's aggregation and the same weights: outputs and
+    gradients, on a batch of SVF and UCF graphs (empty neighbourhoods
+    included)."""
+    from torch_geometric.nn import SimpleConv
+    torch.manual_seed(0)
+    net = ExtrapolationNet(aggregation, hidden=8).double()
+    batch = Batch.from_data_list([svf_graph(3, 5), ucf_graph(4, 7),
+                                  svf_graph(2, 1)])
+    x = batch.x.double()
+    aggr = {"sum": "sum", "mean": "mean", "sum+mean": ["sum", "mean"]}
+    conv = SimpleConv(aggr[aggregation])
+
+    def reference():
+        h = x
+        for mlp in net.mlps:
+            h = mlp(torch.cat([h, conv(h, batch.edge_index)], -1))
+        return net.out(h[batch.ptr[:-1]])
+
+    out = net(x, batch.edge_index, batch.ptr[:-1])
+    expected = reference()
+    torch.testing.assert_close(out, expected)
+    params = list(net.parameters())
+    for got, want in zip(torch.autograd.grad(out.sum(), params),
+                         torch.autograd.grad(expected.sum(), params)):
+        torch.testing.assert_close(got, want)
 
 
 def test_pna_multitask_graphs_have_their_sizes_and_no_isolated_node():

@@ -13,13 +13,12 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
-from torch_geometric.nn import SimpleConv
 
-from ...nn.aggr import MeanAggregation, MultiAggregation, SumAggregation
+from ...ops import csr_view, neighbor_stats
 from .base import Reproduction, Run, ours_text
 
-AGGREGATIONS = {"sum": SumAggregation, "mean": MeanAggregation,
-                "sum+mean": lambda: MultiAggregation(["sum", "mean"])}
+#: each aggregation as the neighbourhood statistics it concatenates
+AGGREGATIONS = {"sum": ["sum"], "mean": ["mean"], "sum+mean": ["sum", "mean"]}
 
 
 def ucf_graph(k: int, c: int) -> Data:
@@ -51,18 +50,20 @@ GRAPHS = {"ucf": ucf_graph, "svf": svf_graph}
 class ExtrapolationNet(torch.nn.Module):
     r"""The paper's network: layers
     :math:`\mathbf{x}_i' = \mathrm{MLP}([\mathbf{x}_i,
-    \mathrm{agg}_{j \in \mathcal{N}(i)} \mathbf{x}_j])` (the aggregation is
-    ``aggr=`` of PyG's ``SimpleConv``), a linear read-out at the root."""
+    \mathrm{agg}_{j \in \mathcal{N}(i)} \mathbf{x}_j])`, a linear
+    read-out at the root. The aggregation (sum, mean, or both side by side,
+    as PyG's ``SimpleConv`` with that ``aggr``) runs on sparse products
+    over the node rows (:func:`gnnagg.ops.neighbor_stats`): an SVF batch
+    has 100 times more edges than nodes, and gathering the ``E x 256``
+    neighbour rows took 60% of a training step."""
 
     def __init__(self, aggregation: str, hidden: int = 256, layers: int = 2):
         super().__init__()
-        self.convs = torch.nn.ModuleList()
+        self.statistics = AGGREGATIONS[aggregation]
         self.mlps = torch.nn.ModuleList()
         width = 1
         for _ in range(layers):
-            aggr = AGGREGATIONS[aggregation]()
-            self.convs.append(SimpleConv(aggr))
-            parts = 3 if aggregation == "sum+mean" else 2
+            parts = 1 + len(self.statistics)
             self.mlps.append(torch.nn.Sequential(
                 torch.nn.Linear(parts * width, hidden), torch.nn.ReLU(),
                 torch.nn.Linear(hidden, hidden), torch.nn.ReLU()))
@@ -70,8 +71,10 @@ class ExtrapolationNet(torch.nn.Module):
         self.out = torch.nn.Linear(hidden, 1)
 
     def forward(self, x: Tensor, edge_index: Tensor, root: Tensor) -> Tensor:
-        for conv, mlp in zip(self.convs, self.mlps):
-            x = mlp(torch.cat([x, conv(x, edge_index)], -1))
+        csr = csr_view(edge_index, x.size(0))
+        for mlp in self.mlps:
+            stats = neighbor_stats(x, csr, self.statistics)
+            x = mlp(torch.cat([x] + [stats[s] for s in self.statistics], -1))
         return self.out(x[root])
 
 

@@ -54,7 +54,7 @@ class ExtrapolationNet(torch.nn.Module):
     read-out at the root. The aggregation (sum, mean, or both side by side,
     as PyG's ``SimpleConv`` with that ``aggr``) runs on sparse products
     over the node rows (:func:`gnnagg.ops.neighbor_stats`): an SVF batch
-    has 100 times more edges than nodes, and gathering the ``E x 256``
+    has about 22 edges per node, and gathering the ``E x 256``
     neighbour rows took 60% of a training step."""
 
     def __init__(self, aggregation: str, hidden: int = 256, layers: int = 2):

@@ -13,6 +13,7 @@ from torch import Tensor
 from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 
+from ...nn.functional import dropout
 from ..results import cached
 from .base import Reproduction, Run, ours_text
 
@@ -53,6 +54,14 @@ def make_aggregation(model: str, dim: int, associativity_samples: int):
     return {"sum": aggr.SumAggregation, "max": aggr.MaxAggregation}[model]()
 
 
+class Dropout(torch.nn.Dropout):
+    """``torch.nn.Dropout`` on :func:`gnnagg.nn.functional.dropout` (the same
+    distribution, its mask drawn from 16-bit random integers)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return dropout(x, self.p, self.training)
+
+
 class SetNet(torch.nn.Module):
     r"""PyG's example network: a sum of per-bit embeddings, a linear layer,
     dropout and GELU; the aggregation over the set; a two-layer decoder to
@@ -64,11 +73,11 @@ class SetNet(torch.nn.Module):
         self.bits = torch.nn.ModuleList(torch.nn.Embedding(2, dim)
                                         for _ in range(bits))
         self.encoder = torch.nn.Sequential(
-            torch.nn.Linear(dim, dim), torch.nn.Dropout(0.5),
+            torch.nn.Linear(dim, dim), Dropout(0.5),
             torch.nn.GELU())
         self.aggr = aggregation
         self.decoder = torch.nn.Sequential(
-            torch.nn.Linear(dim, dim), torch.nn.Dropout(dropout),
+            torch.nn.Linear(dim, dim), Dropout(dropout),
             torch.nn.GELU(), torch.nn.Linear(dim, bits))
 
     def forward(self, x: Tensor, batch: Tensor, num_sets: int) -> Tensor:

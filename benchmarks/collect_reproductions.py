@@ -1,7 +1,10 @@
 """Copy each reproduction's results (``results/reproduce/NAME/``) into
 ``benchmarks/results/NAME.{json,md,png}``, its finished runs' records into
 ``NAME.jsonl`` (which ``gnnagg reproduce NAME --records`` adopts, so a
-fresh checkout does not run them again), and print the README's table.
+fresh checkout does not run them again), the latest checkpoint of each
+unfinished run into ``checkpoints/NAME/`` (which ``reproduce_all.sh``
+resumes from on a fresh checkout; those of runs now finished are removed),
+and print the README's table.
 
     python benchmarks/collect_reproductions.py [--out results/reproduce]
 """
@@ -11,8 +14,28 @@ import shutil
 from pathlib import Path
 
 from gnnagg.bench.reproduce import REPRODUCTIONS
+from gnnagg.bench.reproduce.base import checkpoint_name
+from gnnagg.bench.results import ResultStore
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def keep_unfinished_checkpoints(folder: Path, kept: Path) -> None:
+    """Copy the checkpoints in ``folder/checkpoints`` of the runs without a
+    record in ``folder/results.jsonl`` into ``kept``; drop from ``kept``
+    those of finished runs."""
+    if not folder.is_dir():
+        return
+    finished = {checkpoint_name(r["task"], r["model"], r["seed"], r["config"])
+                for r in ResultStore(folder).records()}
+    for path in sorted(kept.glob("*.pt")):
+        if path.name in finished:
+            path.unlink()
+    for path in sorted((folder / "checkpoints").glob("*.pt")):
+        if path.name in finished or path.stem.endswith(".previous"):
+            continue
+        kept.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, kept / path.name)
 
 
 def main() -> None:
@@ -24,6 +47,7 @@ def main() -> None:
             "|---|---|---|---|---|"]
     for name in REPRODUCTIONS:
         folder = Path(args.out) / name
+        keep_unfinished_checkpoints(folder, RESULTS / "checkpoints" / name)
         if not (folder / "results.json").is_file():
             continue
         for source, suffix in (("results.json", "json"), ("results.md", "md"),

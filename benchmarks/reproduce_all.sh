@@ -24,6 +24,11 @@ reproduce() {
     local name=$1; shift
     local records=()
     [ -f "$COMMITTED/$name.jsonl" ] && records=(--records "$COMMITTED/$name.jsonl")
+    for checkpoint in "$COMMITTED/checkpoints/$name"/*.pt; do
+        [ -f "$checkpoint" ] || continue
+        mkdir -p "$OUT/$name/checkpoints"
+        cp -n "$checkpoint" "$OUT/$name/checkpoints/"
+    done
     "$GNNAGG" reproduce "$name" --out "$OUT" "${records[@]}" "$@"
 }
 

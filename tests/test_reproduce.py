@@ -2,6 +2,9 @@
 protocol pieces against their definitions."""
 import json
 import math
+import shutil
+import sys
+from pathlib import Path
 
 import networkx as nx
 import numpy as np
@@ -179,6 +182,37 @@ def test_committed_records_are_adopted_not_run_again(tmp_path):
     assert more["ours"]["fit"]["mse"]["n"] == 3
     assert len((tmp_path / "fresh" / "line" / "results.jsonl").read_text()
                .splitlines()) == 3
+
+
+def test_kept_checkpoints_carry_an_unfinished_run_to_a_fresh_checkout(
+        tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] /
+                           "benchmarks"))
+    from collect_reproductions import keep_unfinished_checkpoints
+
+    whole = reproduce(Line(), tmp_path / "whole", seeds=2)
+    stopped = Line()
+    stopped.fail_at = 4  # seed 0 stops after 3 epochs
+    with pytest.raises(KeyboardInterrupt):
+        reproduce(stopped, tmp_path / "old", seeds=2)
+    kept = tmp_path / "committed" / "line"
+    keep_unfinished_checkpoints(tmp_path / "old" / "line", kept)
+    assert [p.name for p in kept.iterdir()] == [
+        p.name for p in (tmp_path / "old" / "line" / "checkpoints").glob("*")
+        if not p.stem.endswith(".previous")]
+    # a fresh checkout: the committed checkpoint is all it has
+    fresh = tmp_path / "fresh" / "line" / "checkpoints"
+    fresh.mkdir(parents=True)
+    for path in kept.iterdir():
+        shutil.copyfile(path, fresh / path.name)
+    resumed = reproduce(Line(), tmp_path / "fresh", seeds=2)
+    assert resumed["ours"] == whole["ours"]
+    first = json.loads((tmp_path / "fresh" / "line" / "results.jsonl")
+                       .read_text().splitlines()[0])
+    assert first["resumed_from_epoch"] == 3
+    # both runs finished: nothing is kept any more
+    keep_unfinished_checkpoints(tmp_path / "fresh" / "line", kept)
+    assert list(kept.iterdir()) == []
 
 
 def test_damaged_committed_records_are_refused(tmp_path, capsys):

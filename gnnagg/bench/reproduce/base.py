@@ -169,6 +169,12 @@ def markdown_table(summary: Dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def checkpoint_name(task: str, model: str, seed: int,
+                    protocol: Dict[str, Any]) -> str:
+    """The file name of one run's checkpoint in ``OUT/NAME/checkpoints``."""
+    return f"{task}-{model}-seed{seed}-{config_tag(protocol)}.pt"
+
+
 def reproduce(reproduction: Reproduction, out_dir: str | Path,
               quick: bool = False, seeds: Optional[int] = None,
               models: Optional[List[str]] = None,
@@ -205,8 +211,8 @@ def reproduce(reproduction: Reproduction, out_dir: str | Path,
         run = reproduction.build(task, model, seed, protocol,
                                  folder / "cache")
         checkpoint = Checkpoint(
-            folder / "checkpoints" /
-            f"{task}-{model}-seed{seed}-{config_tag(protocol)}.pt",
+            folder / "checkpoints" / checkpoint_name(task, model, seed,
+                                                     protocol),
             run.model, run.optimizer, scheduler=run.scheduler)
         epochs = protocol.get("model_epochs", {}).get(model,
                                                       protocol["epochs"])

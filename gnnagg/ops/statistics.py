@@ -10,10 +10,8 @@ For the :math:`d_i` values :math:`\mathcal{X}_i` of node :math:`i`:
     \epsilon\text{)}
 
 The first and second moments come from the sums of :math:`x` and
-:math:`x^2`, shared by every statistic that needs them and, on inputs of
-up to ``SMALL_SCATTER`` elements that record no gradient, reduced side by
-side in one call: ``mean, min, max, std`` cost three reductions there,
-four otherwise (PyG's separate aggregations: six). Maxima and minima of
+:math:`x^2`, shared by every statistic that needs them: ``mean, min, max,
+std`` cost four reductions (PyG's separate aggregations: six). Maxima and minima of
 neighbour values come from one operator when both are asked for. Empty
 neighbourhoods give 0 for every statistic.
 
@@ -34,13 +32,12 @@ from __future__ import annotations
 import math
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
-import torch
 from torch import Tensor
 
 from .csr import CSRGraph, segment_ids
 from .library import records_grad
-from .segment import (SMALL_SCATTER, gather_extremes, gather_reduce,
-                      message_counts, reduce_messages)
+from .segment import (gather_extremes, gather_reduce, message_counts,
+                      reduce_messages)
 
 STATISTICS = ("sum", "mean", "min", "max", "var", "std")
 
@@ -58,20 +55,6 @@ def _check(stats: Iterable[str]) -> List[str]:
     return stats
 
 
-def _sum_and_square_sum(reduce: Callable[[Tensor, str], Tensor],
-                        x: Tensor) -> Tuple[Tensor, Tensor]:
-    """``reduce`` of ``x`` and of ``x * x`` by sum: side by side in one
-    call on inputs of up to ``SMALL_SCATTER`` elements that record no
-    gradient (fewer kernel calls), else in two (no doubled copy of a large
-    input; the backward of the concatenation and split costs more than the
-    call it saves)."""
-    if x.numel() <= SMALL_SCATTER and not records_grad(x):
-        both = reduce(torch.cat([x, x * x], dim=-1), "sum")
-        first, second = both.split(x.size(-1), dim=-1)
-        return first, second
-    return reduce(x, "sum"), reduce(x * x, "sum")
-
-
 def _stats(reduce: Callable[[Tensor, str], Tensor], x: Tensor,
            degree: Callable[[], Tensor], stats: List[str],
            extremes: Optional[Callable[[Tensor], Tuple[Tensor, Tensor]]]
@@ -84,7 +67,7 @@ def _stats(reduce: Callable[[Tensor, str], Tensor], x: Tensor,
     out: Dict[str, Tensor] = {}
     needs_square = any(s in ("var", "std") for s in stats)
     if needs_square:
-        out["sum"], square_sum = _sum_and_square_sum(reduce, x)
+        out["sum"], square_sum = reduce(x, "sum"), reduce(x * x, "sum")
     elif any(s in ("sum", "mean") for s in stats):
         out["sum"] = reduce(x, "sum")
     if needs_square or "mean" in stats:

@@ -35,7 +35,7 @@ from typing import Dict, List
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed import GRAPHS, run_isolated, timings, write_rows  # noqa: E402
+from speed import GRAPHS, measure_side, timings, write_rows  # noqa: E402
 
 #: layer -> (dense products as (rows, inner, cols, input needs grad),
 #:           sparse passes, width of the gathered rows); ``N`` = nodes
@@ -96,7 +96,7 @@ def measure(layer: str, graph: str, repeats: int,
     times = {"pyg": [], "gnnagg": []}
     for _ in range(rounds):
         for impl in times:
-            times[impl].append(run_isolated(layer, impl, graph, "cpu",
+            times[impl].append(measure_side(layer, impl, graph, "cpu",
                                             repeats, 16.0)["time_s"])
     floor = dense + sparse
     row = {"layer": layer, "graph": graph, "floor_s": floor,

@@ -104,7 +104,8 @@ def worker(rank: int, world_size: int, model_name: str, args,
     net = DistributedDataParallel(model) if world_size > 1 else model
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     parts = {"sampling": [], "csr": [], "forward": [], "backward": []}
-    batches = iter(loader)
+    seeds = 0  # trained seed nodes in the timed steps (a last batch is short)
+    batches = _epochs(loader, sampler)
     for step in range(args.warmup + args.steps):
         if step == args.warmup:
             wall = time.perf_counter()
@@ -123,6 +124,7 @@ def worker(rank: int, world_size: int, model_name: str, args,
         optimizer.step()
         t4 = time.perf_counter()
         if step >= args.warmup:
+            seeds += batch.batch_size
             for key, seconds in zip(parts, (t1 - t0, t2 - t1, t3 - t2,
                                             t4 - t3)):
                 parts[key].append(seconds)
@@ -130,9 +132,20 @@ def worker(rank: int, world_size: int, model_name: str, args,
     row = {key: statistics.median(values) for key, values in parts.items()}
     row.update(wall=wall, peak_rss_gb=resource.getrusage(
         resource.RUSAGE_SELF).ru_maxrss / 2**20,
-        subgraph_nodes=batch.num_nodes, subgraph_edges=batch.num_edges)
+        subgraph_nodes=batch.num_nodes, subgraph_edges=batch.num_edges,
+        seeds=seeds)
     results[rank] = row
     leave_distributed(Process(rank, world_size))
+
+
+def _epochs(loader, sampler):
+    """The loader's batches, epoch after epoch (a new shuffle each), so that
+    any number of steps can be timed on a small graph."""
+    epoch = 0
+    while True:
+        sampler.set_epoch(epoch)
+        yield from loader
+        epoch += 1
 
 
 def run(model_name: str, world_size: int, args) -> dict:
@@ -145,14 +158,15 @@ def run(model_name: str, world_size: int, args) -> dict:
     wall = max(r["wall"] for r in ranks)
     step = {key: statistics.mean(r[key] for r in ranks)
             for key in ("sampling", "csr", "forward", "backward")}
-    return {"model": model_name, "processes": world_size,
-            "seeds_per_s": args.steps * args.batch_size / wall,
+    seeds = sum(r["seeds"] for r in ranks)
+    return {"model": model_name, "processes": world_size, "seeds": seeds,
+            "seeds_per_s": seeds / wall,
             "step_s": step, "peak_rss_gb": [r["peak_rss_gb"] for r in ranks],
             "subgraph": (ranks[0]["subgraph_nodes"],
                          ranks[0]["subgraph_edges"])}
 
 
-def main() -> None:
+def main(argv=None) -> list:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=2_000_000)
     parser.add_argument("--edges", type=int, default=40_000_000)
@@ -173,7 +187,12 @@ def main() -> None:
     parser.add_argument("--cache-dir", default=str(
         Path(__file__).resolve().parent / ".cache"))
     parser.add_argument("--json")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.nodes < 10 * max(int(w) for w in args.processes.split(",")):
+        parser.error("--nodes: at least 10 per process (a tenth of the "
+                     "nodes are the seeds)")
+    if args.steps < 1 or args.warmup < 0:
+        parser.error("--steps must be positive and --warmup not negative")
     start = time.perf_counter()
     load_graph(args)
     print(f"graph ready ({args.nodes:,} nodes, {args.edges:,} edges) in "
@@ -197,6 +216,7 @@ def main() -> None:
               f"{', '.join(f'{g:.2f}' for g in row['peak_rss_gb'])} |")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
+    return rows
 
 
 if __name__ == "__main__":

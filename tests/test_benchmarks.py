@@ -1,11 +1,40 @@
-"""The benchmark scripts' own logic (their figures are not tests)."""
+"""The benchmark scripts' own logic, end to end on small inputs (their
+figures are measured by hand at full size and are not tests)."""
+import math
 import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import SHARED, needs_cora
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import floor  # noqa: E402
+import scaling  # noqa: E402
+import speed  # noqa: E402
+import train_speed  # noqa: E402
 import where_time_goes  # noqa: E402
+
+
+def test_speed_rows_pair_pyg_and_gnnagg():
+    rows = speed.main(["--layers", "GATConv,aggr=sum", "--graphs",
+                       "molecules", "--repeats", "1"])
+    assert [row["layer"] for row in rows] == ["GATConv", "aggr=sum"]
+    for row in rows:
+        assert row["pyg_time_s"] > 0 and row["gnnagg_time_s"] > 0
+        assert math.isclose(row["time_ratio"],
+                            row["gnnagg_time_s"] / row["pyg_time_s"])
+
+
+def test_floor_is_dense_plus_sparse_and_layers_are_multiples_of_it():
+    (row,) = floor.main(["--layers", "GATv2Conv", "--graphs", "molecules",
+                         "--repeats", "1"])
+    assert row["dense_s"] > 0 and row["sparse_s"] > 0
+    assert math.isclose(row["floor_s"], row["dense_s"] + row["sparse_s"])
+    for impl in ("pyg", "gnnagg"):
+        assert math.isclose(row[f"{impl}_multiple"],
+                            row[f"{impl}_s"] / row["floor_s"])
 
 
 def test_where_time_goes_profiles_both_sides(capsys):
@@ -20,3 +49,30 @@ def test_where_time_goes_profiles_both_sides(capsys):
 def test_where_time_goes_refuses_unknown_names():
     with pytest.raises(SystemExit):
         where_time_goes.main(["--layers", "NoSuchConv"])
+
+
+def test_scaling_runs_more_steps_than_one_epoch_holds(tmp_path):
+    """300 seed nodes make one batch per epoch: the timed steps run on into
+    later epochs, and the throughput counts the seeds really trained."""
+    (row,) = scaling.main(["--nodes", "3000", "--edges", "20000",
+                           "--batch-size", "1024", "--steps", "3",
+                           "--warmup", "1", "--models", "gat",
+                           "--processes", "1", "--fanout", "5,5",
+                           "--cache-dir", str(tmp_path)])
+    assert row["seeds"] == 3 * 300
+    assert row["seeds_per_s"] > 0
+
+
+def test_scaling_rejects_a_graph_without_seeds(tmp_path):
+    with pytest.raises(SystemExit):
+        scaling.main(["--nodes", "5", "--cache-dir", str(tmp_path)])
+
+
+@needs_cora
+def test_train_speed_times_gat_epochs_on_cora(tmp_path):
+    (row,) = train_speed.main(["--cases", "gat-cora", "--repeats", "1",
+                               "--raw-dir", str(SHARED / "planetoid"),
+                               "--cache", str(tmp_path)])
+    assert row["pyg_time_s"] > 0 and row["gnnagg_time_s"] > 0
+    assert math.isclose(row["time_ratio"],
+                        row["gnnagg_time_s"] / row["pyg_time_s"])

@@ -16,6 +16,11 @@ loaded into gnnagg's layer) and the same inputs (same seed).
     python benchmarks/speed.py --compile       # both sides torch.compile'd
     python benchmarks/speed.py --layers aggr=sum,aggr=multi --graphs arxiv
     python benchmarks/speed.py --device cuda   # CUDA time, max_memory_allocated
+    THP_MEM_ALLOC_ENABLE=1 python benchmarks/speed.py  # huge pages, both sides
+
+The workers inherit the environment, so allocator settings (huge pages,
+glibc's ``MALLOC_*``) apply to both sides alike; at ogbn-arxiv scale they
+move PyG's time more than gnnagg's (docs/RESULTS.md).
 
 Reported: median forward+backward time and peak memory of each, and the
 ratios gnnagg / PyG (below 1 means gnnagg is faster / leaner).

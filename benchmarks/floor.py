@@ -35,7 +35,8 @@ from typing import Dict, List
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed import GRAPHS, measure_side, timings, write_rows  # noqa: E402
+from speed import (GRAPHS, measure_side, positive_int, timings,  # noqa: E402
+                   write_rows)
 
 #: layer -> (dense products as (rows, inner, cols, input needs grad),
 #:           sparse passes, width of the gathered rows); ``N`` = nodes
@@ -111,8 +112,8 @@ def main(argv=None) -> List[Dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", default=",".join(LAYERS))
     parser.add_argument("--graphs", default="arxiv,molecules")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--repeats", type=positive_int, default=5)
+    parser.add_argument("--rounds", type=positive_int, default=1)
     parser.add_argument("--json", metavar="FILE")
     args = parser.parse_args(argv)
     layers, graphs = args.layers.split(","), args.graphs.split(",")

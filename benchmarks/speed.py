@@ -251,6 +251,15 @@ CASES: Dict[str, Tuple[Callable, Callable]] = {
 }
 
 
+def positive_int(text: str) -> int:
+    """argparse type of counts (repeats, rounds, steps): an int of at
+    least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def timings(fn: Callable[[], object], repeats: int) -> List[float]:
     """Seconds of ``repeats`` calls of ``fn`` after one warm-up call."""
     fn()
@@ -445,8 +454,8 @@ def main(argv=None) -> List[dict]:
     parser.add_argument("--quick", action="store_true",
                         help="small graph, 2 repeats")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=1,
+    parser.add_argument("--repeats", type=positive_int, default=5)
+    parser.add_argument("--rounds", type=positive_int, default=1,
                         help="paired PyG/gnnagg measurements per row; the "
                         "row reports their medians")
     parser.add_argument("--memory-cap-gb", type=float, default=16.0,

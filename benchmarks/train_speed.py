@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from speed import (_peak, _reset_peak, format_row, make_row,  # noqa: E402
-                   random_graph, write_rows)
+                   positive_int, random_graph, write_rows)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -160,14 +160,14 @@ def run_isolated(case: str, impl: str, argv: List[str]) -> dict:
 def main(argv=None) -> List[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default=",".join(CASES))
-    parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=3,
+    parser.add_argument("--rounds", type=positive_int, default=1)
+    parser.add_argument("--repeats", type=positive_int, default=3,
                         help="timed epochs per measurement (median)")
     parser.add_argument("--raw-dir", default=str(
         ROOT.parent / "shared" / "datasets" / "planetoid"))
     parser.add_argument("--root", default=str(ROOT / "data" / "ogb"),
                         help="OGB root holding ogbg_molhiv")
-    parser.add_argument("--molhiv-batches", type=int, default=40)
+    parser.add_argument("--molhiv-batches", type=positive_int, default=40)
     parser.add_argument("--cache", type=Path,
                         default=ROOT / "benchmarks" / ".cache")
     parser.add_argument("--json", metavar="FILE")

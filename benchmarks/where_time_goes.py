@@ -53,16 +53,14 @@ def main(argv=None) -> None:
     parser.add_argument("--graphs", default="arxiv",
                         help=f"comma-separated, from {list(speed.GRAPHS)}")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--rows", type=int, default=15)
+    parser.add_argument("--steps", type=speed.positive_int, default=3)
+    parser.add_argument("--rows", type=speed.positive_int, default=15)
     args = parser.parse_args(argv)
     cases, graphs = args.layers.split(","), args.graphs.split(",")
     unknown = [c for c in cases if c not in speed.CASES] + \
         [g for g in graphs if g not in speed.GRAPHS]
     if unknown:
         parser.error(f"unknown layer or graph: {', '.join(unknown)}")
-    if args.steps < 1 or args.rows < 1:
-        parser.error("--steps and --rows must be positive")
     device = torch.device(args.device)
     for graph_name in graphs:
         graph = speed.GRAPHS[graph_name]()

@@ -76,3 +76,19 @@ def test_train_speed_times_gat_epochs_on_cora(tmp_path):
     assert row["pyg_time_s"] > 0 and row["gnnagg_time_s"] > 0
     assert math.isclose(row["time_ratio"],
                         row["gnnagg_time_s"] / row["pyg_time_s"])
+
+
+@pytest.mark.parametrize("script, argv", [
+    (speed, ["--repeats", "0"]),
+    (speed, ["--rounds", "-1"]),
+    (floor, ["--repeats", "0"]),
+    (train_speed, ["--rounds", "0"]),
+    (train_speed, ["--molhiv-batches", "0"]),
+    (where_time_goes, ["--steps", "0"]),
+])
+def test_counts_below_one_are_refused_naming_the_argument(script, argv,
+                                                          capsys):
+    with pytest.raises(SystemExit):
+        script.main(argv)
+    err = capsys.readouterr().err
+    assert f"argument {argv[0]}: must be at least 1" in err

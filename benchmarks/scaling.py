@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gnnagg.bench.distributed import Process, leave_distributed  # noqa: E402
 from gnnagg.loader import neighbor_loader  # noqa: E402
-from gnnagg.models import build_model  # noqa: E402
+from gnnagg.models import build_model, check_model  # noqa: E402
 from gnnagg.nn.aggr import degree_histogram  # noqa: E402
 from gnnagg.ops import csr_view  # noqa: E402
 
@@ -188,7 +188,16 @@ def main(argv=None) -> list:
         Path(__file__).resolve().parent / ".cache"))
     parser.add_argument("--json")
     args = parser.parse_args(argv)
-    if args.nodes < 10 * max(int(w) for w in args.processes.split(",")):
+    try:
+        models = [check_model(name) for name in args.models.split(",")]
+    except ValueError as error:
+        parser.error(f"--models: {error}")
+    worlds = [int(w) for w in args.processes.split(",")
+              if w.strip().isdigit() and int(w) > 0]
+    if len(worlds) != len(args.processes.split(",")):
+        parser.error(f"--processes: comma-separated counts of at least 1, "
+                     f"got {args.processes!r}")
+    if args.nodes < 10 * max(worlds):
         parser.error("--nodes: at least 10 per process (a tenth of the "
                      "nodes are the seeds)")
     if args.steps < 1 or args.warmup < 0:
@@ -197,9 +206,7 @@ def main(argv=None) -> list:
     load_graph(args)
     print(f"graph ready ({args.nodes:,} nodes, {args.edges:,} edges) in "
           f"{time.perf_counter() - start:.0f} s", flush=True)
-    rows = [run(model, int(world), args)
-            for model in args.models.split(",")
-            for world in args.processes.split(",")]
+    rows = [run(model, world, args) for model in models for world in worlds]
     print("| model | processes | seeds / s | sampling | CSR build | forward "
           "| backward+step | sampled nodes / edges per rank | peak RSS per "
           "process (GB) |")

@@ -63,9 +63,17 @@ def test_scaling_runs_more_steps_than_one_epoch_holds(tmp_path):
     assert row["seeds_per_s"] > 0
 
 
-def test_scaling_rejects_a_graph_without_seeds(tmp_path):
+@pytest.mark.parametrize("argv, message", [
+    (["--nodes", "5"], "--nodes: at least 10 per process"),
+    (["--processes", "1,0"], "--processes: comma-separated counts"),
+    (["--models", "gat,nosuch"], "--models: unknown model 'nosuch'"),
+])
+def test_scaling_refuses_bad_arguments_before_building_a_graph(
+        tmp_path, capsys, argv, message):
     with pytest.raises(SystemExit):
-        scaling.main(["--nodes", "5", "--cache-dir", str(tmp_path)])
+        scaling.main(argv + ["--cache-dir", str(tmp_path)])
+    assert message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
 
 
 @needs_cora

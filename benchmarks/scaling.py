@@ -28,12 +28,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from gnnagg.bench.distributed import Process, leave_distributed  # noqa: E402
 from gnnagg.loader import neighbor_loader  # noqa: E402
 from gnnagg.models import build_model, check_model  # noqa: E402
 from gnnagg.nn.aggr import degree_histogram  # noqa: E402
 from gnnagg.ops import csr_view  # noqa: E402
+from speed import positive_int  # noqa: E402
 
 
 def powerlaw_graph(num_nodes: int, num_edges: int, exponent: float = 3.0,
@@ -166,6 +168,12 @@ def run(model_name: str, world_size: int, args) -> dict:
                          ranks[0]["subgraph_edges"])}
 
 
+def _counts(text: str) -> list:
+    """argparse type of ``--processes``: comma-separated counts of at least
+    1."""
+    return [positive_int(count) for count in text.split(",")]
+
+
 def main(argv=None) -> list:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=2_000_000)
@@ -179,10 +187,12 @@ def main(argv=None) -> list:
                                                     s.split(",")],
                         default=[15, 10, 5])
     parser.add_argument("--batch-size", type=int, default=1024)
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--steps", type=positive_int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--models", default="gat,pna")
-    parser.add_argument("--processes", default="1,2")
+    parser.add_argument("--processes", default="1,2",
+                        type=_counts,
+                        help="comma-separated process counts")
     parser.add_argument("--port", type=int, default=29511)
     parser.add_argument("--cache-dir", default=str(
         Path(__file__).resolve().parent / ".cache"))
@@ -192,21 +202,17 @@ def main(argv=None) -> list:
         models = [check_model(name) for name in args.models.split(",")]
     except ValueError as error:
         parser.error(f"--models: {error}")
-    worlds = [int(w) for w in args.processes.split(",")
-              if w.strip().isdigit() and int(w) > 0]
-    if len(worlds) != len(args.processes.split(",")):
-        parser.error(f"--processes: comma-separated counts of at least 1, "
-                     f"got {args.processes!r}")
-    if args.nodes < 10 * max(worlds):
+    if args.nodes < 10 * max(args.processes):
         parser.error("--nodes: at least 10 per process (a tenth of the "
                      "nodes are the seeds)")
-    if args.steps < 1 or args.warmup < 0:
-        parser.error("--steps must be positive and --warmup not negative")
+    if args.warmup < 0:
+        parser.error("--warmup must not be negative")
     start = time.perf_counter()
     load_graph(args)
     print(f"graph ready ({args.nodes:,} nodes, {args.edges:,} edges) in "
           f"{time.perf_counter() - start:.0f} s", flush=True)
-    rows = [run(model, world, args) for model in models for world in worlds]
+    rows = [run(model, world, args) for model in models
+            for world in args.processes]
     print("| model | processes | seeds / s | sampling | CSR build | forward "
           "| backward+step | sampled nodes / edges per rank | peak RSS per "
           "process (GB) |")

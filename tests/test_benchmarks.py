@@ -65,7 +65,8 @@ def test_scaling_runs_more_steps_than_one_epoch_holds(tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     (["--nodes", "5"], "--nodes: at least 10 per process"),
-    (["--processes", "1,0"], "--processes: comma-separated counts"),
+    (["--processes", "1,0"], "argument --processes: must be at least 1"),
+    (["--steps", "0"], "argument --steps: must be at least 1"),
     (["--models", "gat,nosuch"], "--models: unknown model 'nosuch'"),
 ])
 def test_scaling_refuses_bad_arguments_before_building_a_graph(

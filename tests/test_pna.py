@@ -32,7 +32,10 @@ def paired(aggregators, edge_index, num_nodes, scalers=SCALERS, **kwargs):
                                          ["sum", "var", "softmax"]])
 @pytest.mark.parametrize("kwargs", [
     {}, {"towers": 2}, {"edge_dim": 3, "towers": 4, "divide_input": True},
+    {"edge_dim": 3, "towers": 4},
     {"edge_dim": 3, "pre_layers": 2, "post_layers": 2},
+    {"towers": 2, "pre_layers": 2, "post_layers": 2},
+    {"towers": 4, "divide_input": True, "pre_layers": 2},
     {"train_norm": True, "act": "tanh", "pre_layers": 2},
     {"scalers": ["identity"]}, {"scalers": ["linear", "attenuation"]}])
 # U's first map: one matrix per distinct degree (forced at this size), or

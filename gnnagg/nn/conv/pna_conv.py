@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, List, Optional, Union
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.nn.conv import PNAConv as PyGPNAConv
 from torch_geometric.typing import SparseTensor
@@ -126,42 +127,51 @@ class PNAConv(FusedMessagePassing, PyGPNAConv):
         if self.divide_input:
             x = x.view(-1, self.towers, self.F_in)
         else:
-            x = x.view(-1, 1, self.F_in).expand(-1, self.towers, -1)
+            x = x.view(-1, 1, self.F_in)
         if self._statistics is not None:
             aggregated = self._aggregate_decomposed(x, csr, edge_feat)
         else:
-            messages = torch.stack([self._tower_messages(t, x[:, t], csr,
-                                                         edge_feat)
-                                    for t in range(self.towers)], dim=1)
-            aggregated = self.aggr_module.aggr.reduce_segments(messages, csr)
-        out = torch.cat([self._post(t, x_t, aggregated_t, csr) for t, (
-            x_t, aggregated_t) in enumerate(zip(x.unbind(1),
-                                                aggregated.unbind(1)))],
-                        dim=1)
-        return self.lin(out)
+            aggregated = self.aggr_module.aggr.reduce_segments(
+                self._messages(x, csr, edge_feat), csr)
+        return self.lin(self._post(x, aggregated, csr))
 
     #: distinct in-degrees up to which :meth:`_post` builds one matrix per
     #: degree (see :func:`~gnnagg.ops.degree_scaled_linear`)
     MAX_DEGREE_GROUPS = MAX_DEGREE_GROUPS
 
-    def _post(self, tower: int, x: Tensor, aggregated: Tensor,
-              csr: CSRGraph) -> Tensor:
-        r""":math:`U` of one tower. Its first linear map acts on
-        :math:`[\mathbf{x}_i \Vert s_1(d_i) \mathbf{a}_i \Vert \dots \Vert
-        s_S(d_i) \mathbf{a}_i]` and is computed as :math:`W_x \mathbf{x}_i +
-        \sum_s s(d_i) W_s \mathbf{a}_i + b`
+    def _tower_products(self, x: Tensor, weights: List[Tensor],
+                        biases: Optional[List[Tensor]] = None) -> Tensor:
+        r""":math:`W_t \mathbf{x}_t (+ b_t)` for every tower :math:`t`,
+        ``(N, T, O)``: ``x`` is ``(N, T, K)`` with ``divide_input``, else
+        ``(N, 1, K)``, shared by the towers and taken through one product
+        with the weights stacked."""
+        if x.size(1) == 1:
+            weight = torch.cat(weights) if len(weights) > 1 else weights[0]
+            out = x[:, 0] @ weight.t() if biases is None else torch.addmm(
+                torch.cat(biases), x[:, 0], weight.t())
+            return out.view(x.size(0), len(weights), weights[0].size(0))
+        biases = biases or [None] * len(weights)
+        return torch.stack([F.linear(x_t, w, b) for x_t, w, b in zip(
+            x.unbind(1), weights, biases)], dim=1)
+
+    def _post(self, x: Tensor, aggregated: Tensor, csr: CSRGraph) -> Tensor:
+        r""":math:`U` of every tower, concatenated. Its first linear map acts
+        on :math:`[\mathbf{x}_i \Vert s_1(d_i) \mathbf{a}_i \Vert \dots
+        \Vert s_S(d_i) \mathbf{a}_i]` and is computed as :math:`W_x
+        \mathbf{x}_i + \sum_s s(d_i) W_s \mathbf{a}_i + b`
         (:func:`~gnnagg.ops.degree_scaled_linear`): the ``N x (1 + S A) F``
         input is never built, in forward or backward."""
-        nn = self.post_nns[tower]
-        first = nn[0]
-        w_x, w_aggr = first.weight.split(
-            [self.F_in, first.weight.size(1) - self.F_in], dim=1)
-        h = self.aggr_module.scaled_linear(aggregated, w_aggr, csr,
-                                           self.MAX_DEGREE_GROUPS)
-        h = h.addmm(x, w_x.t())
-        if first.bias is not None:
-            h = h + first.bias
-        return nn[1:](h)
+        firsts = [nn[0] for nn in self.post_nns]
+        node_terms = self._tower_products(
+            x, [first.weight[:, :self.F_in] for first in firsts],
+            None if firsts[0].bias is None else [f.bias for f in firsts])
+        out = [nn[1:](self.aggr_module.scaled_linear(
+            aggregated_t, first.weight[:, self.F_in:], csr,
+            self.MAX_DEGREE_GROUPS) + node_term)
+            for nn, first, node_term, aggregated_t in zip(
+                self.post_nns, firsts, node_terms.unbind(1),
+                aggregated.unbind(1))]
+        return out[0] if len(out) == 1 else torch.cat(out, dim=1)
 
     def _edge_features(self, csr: CSRGraph,
                        edge_attr: Optional[Tensor]) -> Optional[Tensor]:
@@ -181,14 +191,18 @@ class PNAConv(FusedMessagePassing, PyGPNAConv):
             return None
         return self.aggr_module.statistics
 
-    def _first_layer(self, tower: int, x: Tensor):
-        r"""``(W_i x + b, W_j x, W_e)`` of a tower's first linear map."""
-        first = self.pre_nns[tower][0]
-        w_dst, w_src, *w_edge = first.weight.split(self.F_in, dim=1)
-        dst_term = x @ w_dst.t()
-        if first.bias is not None:
-            dst_term = dst_term + first.bias
-        return dst_term, x @ w_src.t(), w_edge[0] if w_edge else None
+    def _first_layers(self, x: Tensor):
+        r"""Every tower's ``W_i x + b`` and ``W_j x`` of its first linear
+        map, ``(N, T, F)`` each, and its :math:`W_e` (a list, or None)."""
+        firsts = [nn[0] for nn in self.pre_nns]
+        biases = None if firsts[0].bias is None else [f.bias for f in firsts]
+        dst_term, src_term = (self._tower_products(x, [
+            first.weight[:, part * self.F_in:(part + 1) * self.F_in]
+            for first in firsts], bias) for part, bias in ((0, biases),
+                                                            (1, None)))
+        w_edge = None if self.edge_dim is None else [
+            first.weight[:, 2 * self.F_in:] for first in firsts]
+        return dst_term, src_term, w_edge
 
     def _aggregate_decomposed(self, x: Tensor, csr: CSRGraph,
                               edge_feat: Optional[Tensor]) -> Tensor:
@@ -197,31 +211,31 @@ class PNAConv(FusedMessagePassing, PyGPNAConv):
         \mathbf{x}_j (+ W_e \mathbf{e}_{j,i})`: of node values by sparse
         reductions when edges have no features, else of ``E x F`` values
         :math:`z`, then shifted (:func:`gnnagg.ops.shift_stats`)."""
-        terms = [self._first_layer(t, x[:, t]) for t in range(self.towers)]
-        shift = torch.stack([dst for dst, _, _ in terms], dim=1)
-        src = torch.stack([s for _, s, _ in terms], dim=1)
+        shift, src, w_edge = self._first_layers(x)
         statistics = self._statistics
         assert statistics is not None  # the decomposed path's condition
         if edge_feat is None:
             stats = neighbor_stats(src, csr, statistics)
         else:
             z = src.index_select(0, csr.col)
-            z += torch.stack([edge_feat @ w.t() for _, _, w in terms], dim=1)
+            z += self._tower_products(edge_feat.unsqueeze(1), w_edge)
             stats = segment_stats(z, csr.rowptr, statistics)
         stats = shift_stats(stats, shift, csr.degree)
         return torch.cat([stats[s] for s in statistics], dim=-1)
 
-    def _tower_messages(self, tower: int, x: Tensor, csr: CSRGraph,
-                        edge_feat: Optional[Tensor]) -> Tensor:
-        r"""Messages of one tower in CSR order, :math:`M` applied to
-        :math:`W_i \mathbf{x}_i + W_j \mathbf{x}_j + W_e \mathbf{e}_{j,i}
-        + b` with the node terms computed per node."""
-        dst_term, src_term, w_edge = self._first_layer(tower, x)
+    def _messages(self, x: Tensor, csr: CSRGraph,
+                  edge_feat: Optional[Tensor]) -> Tensor:
+        r"""Messages of every tower in CSR order, ``(E, T, F)``: :math:`M`
+        applied to :math:`W_i \mathbf{x}_i + W_j \mathbf{x}_j + W_e
+        \mathbf{e}_{j,i} + b` with the node terms computed per node."""
+        dst_term, src_term, w_edge = self._first_layers(x)
         h = src_term.index_select(0, csr.col)
         h += dst_term.index_select(0, csr.row)
         if edge_feat is not None:
-            h += edge_feat @ w_edge.t()
-        return self.pre_nns[tower][1:](h)
+            h += self._tower_products(edge_feat.unsqueeze(1), w_edge)
+        return torch.stack([nn[1:](h_t) for nn, h_t in zip(self.pre_nns,
+                                                           h.unbind(1))],
+                           dim=1)
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}({self.in_channels}, "

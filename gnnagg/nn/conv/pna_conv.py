@@ -150,9 +150,10 @@ class PNAConv(FusedMessagePassing, PyGPNAConv):
             out = x[:, 0] @ weight.t() if biases is None else torch.addmm(
                 torch.cat(biases), x[:, 0], weight.t())
             return out.view(x.size(0), len(weights), weights[0].size(0))
-        biases = biases or [None] * len(weights)
-        return torch.stack([F.linear(x_t, w, b) for x_t, w, b in zip(
-            x.unbind(1), weights, biases)], dim=1)
+        return torch.stack([F.linear(x_t, w, None if biases is None else
+                                     biases[t])
+                            for t, (x_t, w) in enumerate(zip(x.unbind(1),
+                                                             weights))], dim=1)
 
     def _post(self, x: Tensor, aggregated: Tensor, csr: CSRGraph) -> Tensor:
         r""":math:`U` of every tower, concatenated. Its first linear map acts

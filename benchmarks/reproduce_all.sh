@@ -10,6 +10,9 @@
 # Results land in results/reproduce/NAME/;
 # benchmarks/collect_reproductions.py copies them into benchmarks/results/.
 #   nohup benchmarks/reproduce_all.sh [NAME...] > results/reproduce/queue.log 2>&1 &
+# The body is one block, read whole before it runs, so that editing this
+# file while a queue runs cannot change what that queue does next.
+{
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 OUTDATED_IGNORE=1
@@ -46,3 +49,5 @@ for name in "${NAMES[@]}"; do
         *) reproduce "$name" ;;
     esac
 done
+exit
+}

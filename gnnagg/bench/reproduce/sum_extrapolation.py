@@ -14,7 +14,7 @@ from torch import Tensor
 from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 
-from ...ops import csr_view, neighbor_stats
+from ...ops import build_csr, neighbor_stats
 from .base import Reproduction, Run, ours_text
 
 #: each aggregation as the neighbourhood statistics it concatenates
@@ -99,9 +99,10 @@ class ExtrapolationNet(torch.nn.Module):
             outputs = needed.nonzero().view(-1)
             output_of = positions(outputs)
             kept = needed[target]
-            csr = csr_view(torch.stack([row_of[source[kept]],
-                                        output_of[target[kept]]]),
-                           x.size(0), outputs.numel())
+            # a fresh edge tensor each call: built, not cached
+            csr = build_csr(torch.stack([row_of[source[kept]],
+                                         output_of[target[kept]]]),
+                            x.size(0), outputs.numel())
             stats = neighbor_stats(x, csr, self.statistics)
             x = mlp(torch.cat([x[row_of[outputs]]] +
                               [stats[s] for s in self.statistics], -1))

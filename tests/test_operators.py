@@ -233,3 +233,38 @@ def test_layers_on_generic_implementations_match_cpu(name, chunked,
         monkeypatch.setattr(dynamic_attention, "CHUNK_ELEMENTS", 7)
     assert_same_results(module_results(name, generic=True),
                         module_results(name))
+
+
+@pytest.mark.parametrize("reduce", ["sum", "mean", "max", "min", "extremes"])
+def test_dispatch_free_gather_reduce_equals_the_operator(reduce):
+    """Eager CPU calls of gather_reduce run past the dispatcher (an
+    autograd.Function over the operator's own kernel and backward); values
+    and gradients equal the operator's, ties included."""
+    from gnnagg.ops import segment
+    from gnnagg.ops.library import dispatch_free
+    graph = skewed_graph(30, seed=1)
+    csr = build_csr(graph, 30, 30)
+    x = torch.randint(0, 3, (30, 5)).double().requires_grad_()  # ties
+    args = (csr.col, csr.row, csr.rowptr, *csr.transpose[:2], 30, reduce)
+    assert dispatch_free(x)
+    fast = segment._gather_reduce_call(x, *args)
+    assert type(fast.grad_fn).__name__ == "_GatherReduceFunctionBackward"
+    slow = OPS.gather_reduce(x, *args)
+    assert "GatherReduceFunction" not in type(slow.grad_fn).__name__
+    grad = torch.randn_like(fast)
+    torch.testing.assert_close(fast, slow)
+    torch.testing.assert_close(torch.autograd.grad(fast, x, grad)[0],
+                               torch.autograd.grad(slow, x, grad)[0])
+
+
+def test_dispatch_free_only_on_plain_eager_cpu_tensors():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from gnnagg.ops.library import dispatch_free
+    x = torch.randn(3, 2)
+    assert dispatch_free(x)
+    with use_generic():
+        assert not dispatch_free(x)
+    with FakeTensorMode() as mode:
+        assert not dispatch_free(mode.from_tensor(x))
+        assert not dispatch_free(torch.empty(3, 2))
+    assert not dispatch_free(torch.empty(3, 2, device="meta"))

@@ -36,6 +36,22 @@ def records_grad(tensor: Tensor) -> bool:
     return torch.is_grad_enabled() and tensor.requires_grad
 
 
+def dispatch_free(tensor: Tensor) -> bool:
+    """Whether an operator called on ``tensor`` may run its CPU kernel and
+    backward as a plain ``torch.autograd.Function``, past the dispatcher:
+    an eager call (not compiling, no ``__torch_function__`` or dispatch mode
+    such as fake tensors active) on a plain CPU tensor, the CPU kernels not
+    forced generic. Going through ``torch.library``'s machinery costs about
+    150 us per forward and backward call, as much as a kernel on a batch of
+    molecules; what it provides (device choice, fake tensors, compile) is
+    not in use on such a call."""
+    return (type(tensor) is Tensor and tensor.device.type == "cpu"
+            and not _state["generic"]
+            and not torch.compiler.is_compiling()
+            and not torch._C._is_torch_function_mode_enabled()
+            and torch._C._len_torch_dispatch_stack() == 0)
+
+
 def generic_forced() -> bool:
     """Whether CPU calls run the device-generic implementations."""
     return _state["generic"]

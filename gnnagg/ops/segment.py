@@ -38,7 +38,8 @@ from torch import Tensor
 
 from .backend import native_segment_reduce
 from .csr import index_counts, segment_ids
-from .library import chunk_length, generic_forced, records_grad
+from .library import (chunk_length, dispatch_free, generic_forced,
+                      records_grad)
 
 REDUCTIONS = ("sum", "mean", "max", "min")
 #: message elements up to which a sum scatters with ``scatter_add`` (its
@@ -207,6 +208,14 @@ def _gather_reduce_backward(grad: Tensor, x: Tensor, out: Tensor,
                             rowptr_t: Optional[Tensor],
                             col_t: Optional[Tensor],
                             reduce: str) -> Tensor:
+    return _gather_reduce_grad(grad, x, out, col, index, rowptr, rowptr_t,
+                               col_t, reduce)
+
+
+def _gather_reduce_grad(grad: Tensor, x: Tensor, out: Tensor, col: Tensor,
+                        index: Tensor, rowptr: Optional[Tensor],
+                        rowptr_t: Optional[Tensor], col_t: Optional[Tensor],
+                        reduce: str) -> Tensor:
     """The gradient of ``x``: for sum and mean the transposed product
     (on the CPU with the transpose, ``rowptr_t``/``col_t``), for max and
     min the tie shares, in chunks of :data:`CHUNK_SLOTS` slots so that no
@@ -309,13 +318,43 @@ def _gather_reduce_autograd(ctx, grad):
     x, col, index, rowptr, rowptr_t, col_t, out = ctx.saved_tensors
     if x is None:  # sum and mean read neither x nor the output
         x = out = grad.new_empty(ctx.x_shape)
-    grad_x = _gather_reduce_backward(grad, x, out, col, index, rowptr,
-                                     rowptr_t, col_t, ctx.reduce)
+    # the operator where a double backward needs its autograd
+    backward = (_gather_reduce_grad if dispatch_free(grad) and
+                not torch.is_grad_enabled() else _gather_reduce_backward)
+    grad_x = backward(grad, x, out, col, index, rowptr,
+                      rowptr_t, col_t, ctx.reduce)
     return grad_x, None, None, None, None, None, None, None
 
 
 _gather_reduce.register_autograd(_gather_reduce_autograd,
                                  setup_context=_gather_reduce_setup)
+
+
+class _GatherReduceFunction(torch.autograd.Function):
+    """``gnnagg::gather_reduce`` past the dispatcher
+    (:func:`~gnnagg.ops.library.dispatch_free`): the operator's CPU kernel,
+    context setup and backward."""
+
+    @staticmethod
+    def forward(ctx, *inputs):
+        output = _gather_reduce_cpu(*inputs)
+        _gather_reduce_setup(ctx, inputs, output)
+        return output
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _gather_reduce_autograd(ctx, grad)
+
+
+def _gather_reduce_call(x: Tensor, col: Tensor, index: Tensor,
+                        rowptr: Optional[Tensor], rowptr_t: Optional[Tensor],
+                        col_t: Optional[Tensor], num_segments: int,
+                        reduce: str) -> Tensor:
+    """``gnnagg::gather_reduce``, eager CPU calls past the dispatcher."""
+    inputs = (x, col, index, rowptr, rowptr_t, col_t, num_segments, reduce)
+    if dispatch_free(x):
+        return _GatherReduceFunction.apply(*inputs)
+    return _gather_reduce(*inputs)
 
 
 def reduce_messages(src: Tensor, index: Tensor, num_segments: int,
@@ -366,7 +405,7 @@ def segment_max(x: Tensor, rowptr: Tensor, row: Tensor,
     """
     if col is None:
         return _reduce(x, row, rowptr, rowptr.numel() - 1, "max")
-    return _gather_reduce(x, col, row, rowptr, None, None,
+    return _gather_reduce_call(x, col, row, rowptr, None, None,
                           rowptr.numel() - 1, "max")
 
 
@@ -376,7 +415,7 @@ def segment_min(x: Tensor, rowptr: Tensor, row: Tensor,
     :func:`segment_max`)."""
     if col is None:
         return _reduce(x, row, rowptr, rowptr.numel() - 1, "min")
-    return _gather_reduce(x, col, row, rowptr, None, None,
+    return _gather_reduce_call(x, col, row, rowptr, None, None,
                           rowptr.numel() - 1, "min")
 
 
@@ -392,7 +431,7 @@ def gather_reduce(x: Tensor, col: Tensor, index: Tensor, num_segments: int,
     min go through the slots in chunks."""
     _check_reduce(reduce)
     rowptr_t, col_t = (None, None) if transpose is None else transpose
-    return _gather_reduce(x, col, index, rowptr, rowptr_t, col_t,
+    return _gather_reduce_call(x, col, index, rowptr, rowptr_t, col_t,
                           num_segments, reduce)
 
 
@@ -404,10 +443,10 @@ def gather_extremes(x: Tensor, col: Tensor, index: Tensor, num_segments: int,
     neighbour rows once for both; within one chunk, from two, which cost
     less than one whose output and gradient are stacked."""
     if col.numel() <= chunk_length(CHUNK_SLOTS, x.device):
-        return (_gather_reduce(x, col, index, rowptr, None, None,
+        return (_gather_reduce_call(x, col, index, rowptr, None, None,
                                num_segments, "max"),
-                _gather_reduce(x, col, index, rowptr, None, None,
+                _gather_reduce_call(x, col, index, rowptr, None, None,
                                num_segments, "min"))
-    both = _gather_reduce(x, col, index, rowptr, None, None, num_segments,
+    both = _gather_reduce_call(x, col, index, rowptr, None, None, num_segments,
                           "extremes")
     return both[0], both[1]

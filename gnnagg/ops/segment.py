@@ -336,10 +336,12 @@ class _GatherReduceFunction(torch.autograd.Function):
     context setup and backward."""
 
     @staticmethod
-    def forward(ctx, *inputs):
-        output = _gather_reduce_cpu(*inputs)
+    def forward(*inputs):
+        return _gather_reduce_cpu(*inputs)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
         _gather_reduce_setup(ctx, inputs, output)
-        return output
 
     @staticmethod
     def backward(ctx, grad):

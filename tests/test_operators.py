@@ -268,3 +268,25 @@ def test_dispatch_free_only_on_plain_eager_cpu_tensors():
         assert not dispatch_free(mode.from_tensor(x))
         assert not dispatch_free(torch.empty(3, 2))
     assert not dispatch_free(torch.empty(3, 2, device="meta"))
+
+
+def test_dispatch_free_permute_rows_equals_the_operator():
+    """Eager CPU permutations run past the dispatcher; values, gradients and
+    the double backward (the inverse permutation again) equal the
+    operator's."""
+    from gnnagg.ops.permute import permute_rows
+    order = torch.randperm(7, generator=torch.Generator().manual_seed(0))
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(7)
+    x = torch.randn(7, 3, dtype=torch.double, requires_grad=True)
+    fast = permute_rows(x, order, inverse)
+    assert type(fast.grad_fn).__name__ == "_PermuteRowsFunctionBackward"
+    slow = OPS.permute_rows(x, order, inverse)
+    torch.testing.assert_close(fast, slow)
+    grad = torch.randn_like(fast, requires_grad=True)
+    (got,) = torch.autograd.grad(fast, x, grad, create_graph=True)
+    torch.testing.assert_close(got, grad[inverse])
+    torch.testing.assert_close(torch.autograd.grad(got.sum(), grad)[0],
+                               torch.ones_like(grad))
+    assert torch.autograd.gradgradcheck(
+        lambda t: permute_rows(t, order, inverse), (x,))

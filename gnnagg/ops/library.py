@@ -10,6 +10,7 @@ test suite checks that both agree, so a GPU runs code that has been run.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from typing import Type
 
 import torch
 from torch import Tensor
@@ -50,6 +51,17 @@ def dispatch_free(tensor: Tensor) -> bool:
             and not torch.compiler.is_compiling()
             and not torch._C._is_torch_function_mode_enabled()
             and torch._C._len_torch_dispatch_stack() == 0)
+
+
+def eager_function(name: str, kernel, setup_context,
+                   backward) -> Type[torch.autograd.Function]:
+    """The ``torch.autograd.Function`` called ``name`` that runs an
+    operator's ``kernel``, ``setup_context`` and ``backward`` (the
+    functions registered for it) on :func:`dispatch_free` calls."""
+    return type(name, (torch.autograd.Function,), {
+        "forward": staticmethod(kernel),
+        "setup_context": staticmethod(setup_context),
+        "backward": staticmethod(backward)})
 
 
 def generic_forced() -> bool:

@@ -6,10 +6,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .library import dispatch_free, eager_function
 
-@torch.library.custom_op("gnnagg::permute_rows", mutates_args=())
-def _permute_rows(x: Tensor, order: Tensor, inverse: Tensor) -> Tensor:
+
+def _gather_rows(x: Tensor, order: Tensor, inverse: Tensor) -> Tensor:
     return x.index_select(0, order)
+
+
+_permute_rows = torch.library.custom_op("gnnagg::permute_rows",
+                                        _gather_rows, mutates_args=())
 
 
 @_permute_rows.register_fake
@@ -24,14 +29,20 @@ def _setup(ctx, inputs, output) -> None:
 def _backward(ctx, grad: Tensor):
     order, inverse = ctx.saved_tensors
     # the inverse permutation, itself differentiable (double backward)
-    return _permute_rows(grad, inverse, order), None, None
+    return permute_rows(grad, inverse, order), None, None
 
 
 _permute_rows.register_autograd(_backward, setup_context=_setup)
+#: ``gnnagg::permute_rows`` past the dispatcher
+_PermuteRowsFunction = eager_function("_PermuteRowsFunction", _gather_rows,
+                                      _setup, _backward)
 
 
 def permute_rows(x: Tensor, order: Tensor, inverse: Tensor) -> Tensor:
     r"""``x[order]`` for a permutation ``order`` with ``inverse[order[i]] =
     i``. Its gradient is ``grad[inverse]``, a gather, where autograd's
-    ``index_select`` backward fills zeros and scatter-adds."""
+    ``index_select`` backward fills zeros and scatter-adds. Eager CPU
+    calls run past the dispatcher (:func:`~gnnagg.ops.library.dispatch_free`)."""
+    if dispatch_free(x):
+        return _PermuteRowsFunction.apply(x, order, inverse)
     return _permute_rows(x, order, inverse)

@@ -38,8 +38,8 @@ from torch import Tensor
 
 from .backend import native_segment_reduce
 from .csr import index_counts, segment_ids
-from .library import (chunk_length, dispatch_free, generic_forced,
-                      records_grad)
+from .library import (chunk_length, dispatch_free, eager_function,
+                      generic_forced, records_grad)
 
 REDUCTIONS = ("sum", "mean", "max", "min")
 #: message elements up to which a sum scatters with ``scatter_add`` (its
@@ -330,22 +330,10 @@ _gather_reduce.register_autograd(_gather_reduce_autograd,
                                  setup_context=_gather_reduce_setup)
 
 
-class _GatherReduceFunction(torch.autograd.Function):
-    """``gnnagg::gather_reduce`` past the dispatcher
-    (:func:`~gnnagg.ops.library.dispatch_free`): the operator's CPU kernel,
-    context setup and backward."""
-
-    @staticmethod
-    def forward(*inputs):
-        return _gather_reduce_cpu(*inputs)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        _gather_reduce_setup(ctx, inputs, output)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return _gather_reduce_autograd(ctx, grad)
+#: ``gnnagg::gather_reduce`` past the dispatcher
+_GatherReduceFunction = eager_function(
+    "_GatherReduceFunction", _gather_reduce_cpu, _gather_reduce_setup,
+    _gather_reduce_autograd)
 
 
 def _gather_reduce_call(x: Tensor, col: Tensor, index: Tensor,

@@ -45,7 +45,9 @@ def dispatch_free(tensor: Tensor) -> bool:
     forced generic. Going through ``torch.library``'s machinery costs about
     150 us per forward and backward call, as much as a kernel on a batch of
     molecules; what it provides (device choice, fake tensors, compile) is
-    not in use on such a call."""
+    not in use on such a call. Autocast is not checked: an operator with
+    an autocast registration (``gatv2_score``, ``weighted_aggregate``) may
+    take this path only where autocast is off."""
     return (type(tensor) is Tensor and tensor.device.type == "cpu"
             and not _state["generic"]
             and not torch.compiler.is_compiling()

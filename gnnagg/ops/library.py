@@ -49,7 +49,7 @@ def dispatch_free(tensor: Tensor) -> bool:
     an autocast registration (``gatv2_score``, ``weighted_aggregate``) may
     take this path only where autocast is off."""
     return (type(tensor) is Tensor and tensor.device.type == "cpu"
-            and not _state["generic"]
+            and not generic_forced()
             and not torch.compiler.is_compiling()
             and not torch._C._is_torch_function_mode_enabled()
             and torch._C._len_torch_dispatch_stack() == 0)

@@ -396,7 +396,7 @@ def segment_max(x: Tensor, rowptr: Tensor, row: Tensor,
     if col is None:
         return _reduce(x, row, rowptr, rowptr.numel() - 1, "max")
     return _gather_reduce_call(x, col, row, rowptr, None, None,
-                          rowptr.numel() - 1, "max")
+                               rowptr.numel() - 1, "max")
 
 
 def segment_min(x: Tensor, rowptr: Tensor, row: Tensor,
@@ -406,7 +406,7 @@ def segment_min(x: Tensor, rowptr: Tensor, row: Tensor,
     if col is None:
         return _reduce(x, row, rowptr, rowptr.numel() - 1, "min")
     return _gather_reduce_call(x, col, row, rowptr, None, None,
-                          rowptr.numel() - 1, "min")
+                               rowptr.numel() - 1, "min")
 
 
 def gather_reduce(x: Tensor, col: Tensor, index: Tensor, num_segments: int,
@@ -422,7 +422,7 @@ def gather_reduce(x: Tensor, col: Tensor, index: Tensor, num_segments: int,
     _check_reduce(reduce)
     rowptr_t, col_t = (None, None) if transpose is None else transpose
     return _gather_reduce_call(x, col, index, rowptr, rowptr_t, col_t,
-                          num_segments, reduce)
+                               num_segments, reduce)
 
 
 def gather_extremes(x: Tensor, col: Tensor, index: Tensor, num_segments: int,
@@ -434,9 +434,9 @@ def gather_extremes(x: Tensor, col: Tensor, index: Tensor, num_segments: int,
     less than one whose output and gradient are stacked."""
     if col.numel() <= chunk_length(CHUNK_SLOTS, x.device):
         return (_gather_reduce_call(x, col, index, rowptr, None, None,
-                               num_segments, "max"),
+                                    num_segments, "max"),
                 _gather_reduce_call(x, col, index, rowptr, None, None,
-                               num_segments, "min"))
-    both = _gather_reduce_call(x, col, index, rowptr, None, None, num_segments,
-                          "extremes")
+                                    num_segments, "min"))
+    both = _gather_reduce_call(x, col, index, rowptr, None, None,
+                               num_segments, "extremes")
     return both[0], both[1]

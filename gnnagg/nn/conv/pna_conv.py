@@ -196,14 +196,13 @@ class PNAConv(FusedMessagePassing, PyGPNAConv):
         r"""Every tower's ``W_i x + b`` and ``W_j x`` of its first linear
         map, ``(N, T, F)`` each, and its :math:`W_e` (a list, or None)."""
         firsts = [nn[0] for nn in self.pre_nns]
+        w_dst, w_src, w_edge = zip(*(first.weight.split(
+            [self.F_in, self.F_in, first.weight.size(1) - 2 * self.F_in],
+            dim=1) for first in firsts))
         biases = None if firsts[0].bias is None else [f.bias for f in firsts]
-        dst_term, src_term = (self._tower_products(x, [
-            first.weight[:, part * self.F_in:(part + 1) * self.F_in]
-            for first in firsts], bias) for part, bias in ((0, biases),
-                                                            (1, None)))
-        w_edge = None if self.edge_dim is None else [
-            first.weight[:, 2 * self.F_in:] for first in firsts]
-        return dst_term, src_term, w_edge
+        return (self._tower_products(x, list(w_dst), biases),
+                self._tower_products(x, list(w_src)),
+                None if self.edge_dim is None else list(w_edge))
 
     def _aggregate_decomposed(self, x: Tensor, csr: CSRGraph,
                               edge_feat: Optional[Tensor]) -> Tensor:

@@ -48,9 +48,13 @@ def operator_calls():
                   (leaf(E, 2), csr.row, csr.rowptr, N)))
     calls.append(("softmax-scatter", OPS.softmax,
                   (leaf(E, 2), csr.row, None, N)))
+    blocks = csr.head_blocks(2) + csr.head_blocks(2, transpose=True)
     calls.append(("weighted_aggregate", OPS.weighted_aggregate,
                   (leaf(E, 2), leaf(N, 2, 3), csr.rowptr, csr.col, csr.row,
-                   rowptr_t, col_t, slot_t, N)))
+                   rowptr_t, col_t, slot_t, *(None,) * 6, N)))
+    calls.append(("weighted_aggregate-head-blocks", OPS.weighted_aggregate,
+                  (leaf(E, 2), leaf(N, 2, 3), csr.rowptr, csr.col, csr.row,
+                   None, None, None, *blocks, N)))
     keep = OPS.segment_topm(torch.randn(E, 2), csr.rowptr, 2)
     slots, shuffled = torch.arange(E), torch.randperm(E)
     calls.append(("message_attention", OPS.message_attention,
@@ -80,11 +84,14 @@ def operator_calls():
                        torch.randn(2, 3, **plain), csr.col, csr.row,
                        torch.randn(E, 4, **plain), torch.randn(6, 4, **plain),
                        activated, 0.2)))
-    calls.append(("weighted_aggregate_backward",
-                  OPS.weighted_aggregate_backward,
-                  (torch.randn(N, 2, 3, **plain), torch.randn(E, 2, **plain),
-                   torch.randn(N, 2, 3, **plain), csr.rowptr, csr.col,
-                   csr.row, rowptr_t, col_t, slot_t, True, True)))
+    for form, structure in (("", (rowptr_t, col_t, slot_t) + (None,) * 6),
+                            ("-head-blocks", (None,) * 3 + blocks)):
+        calls.append((f"weighted_aggregate{form}_backward",
+                      OPS.weighted_aggregate_backward,
+                      (torch.randn(N, 2, 3, **plain),
+                       torch.randn(E, 2, **plain),
+                       torch.randn(N, 2, 3, **plain), csr.rowptr, csr.col,
+                       csr.row, *structure, True, True)))
     probabilities = torch.rand(E, 2, **plain)
     calls.append(("message_attention_backward",
                   OPS.message_attention_backward,
@@ -290,3 +297,63 @@ def test_dispatch_free_permute_rows_equals_the_operator():
                                torch.ones_like(grad))
     assert torch.autograd.gradgradcheck(
         lambda t: permute_rows(t, order, inverse), (x,))
+
+
+@pytest.mark.parametrize("heads", [1, 3])
+@pytest.mark.parametrize("bipartite", [False, True])
+def test_head_blocks_equal_head_by_head(monkeypatch, heads, bipartite):
+    """All heads multiplied as one block matrix (small graphs) give the
+    values and gradients of the head-by-head products (large graphs):
+    duplicate edges, isolated nodes and a bipartite graph included, through
+    the dispatcher and past it."""
+    from gnnagg.ops import spmm
+    num_src, num_dst = (12, 9) if bipartite else (12, 12)
+    edge_index = skewed_graph(12, seed=2)
+    edge_index = edge_index[:, edge_index[1] < num_dst]
+    csr = build_csr(edge_index, num_src, num_dst)
+    alpha = torch.rand(csr.num_edges, heads, dtype=torch.double,
+                       requires_grad=True)
+    x = torch.randn(num_src, heads, 4, dtype=torch.double,
+                    requires_grad=True)
+    grad = torch.randn(num_dst, heads, 4, dtype=torch.double)
+
+    def run():
+        out = spmm.weighted_aggregate(alpha, x, csr)
+        return (out, *torch.autograd.grad(out, (alpha, x), grad))
+
+    calls = []
+    kernel = spmm._block_product
+    monkeypatch.setattr(spmm, "_block_product",
+                        lambda *a: calls.append(1) or kernel(*a))
+    blocks = run()
+    assert len(calls) == 2  # forward and the gradient of x
+    monkeypatch.setattr(spmm, "HEAD_BLOCK_ENTRIES", 0)
+    per_head = run()
+    assert len(calls) == 2
+    for got, want in zip(blocks, per_head):
+        torch.testing.assert_close(got, want)
+    monkeypatch.undo()
+    blocks_t = csr.head_blocks(heads, transpose=True)
+    through_dispatcher = OPS.weighted_aggregate(
+        alpha, x, csr.rowptr, csr.col, csr.row, None, None, None,
+        *csr.head_blocks(heads), *blocks_t, num_dst)
+    torch.testing.assert_close(through_dispatcher, blocks[0])
+    torch.testing.assert_close(
+        torch.autograd.grad(through_dispatcher, (alpha, x), grad), blocks[1:])
+
+
+def test_dispatch_free_weighted_aggregate_only_without_autocast():
+    """Eager CPU calls run past the dispatcher, but not under autocast,
+    which the operator's registration handles (bfloat16 products)."""
+    from gnnagg.ops import weighted_aggregate
+    csr = graph()
+    alpha = torch.rand(csr.num_edges, 2, requires_grad=True)
+    x = torch.randn(csr.num_src, 2, 3, requires_grad=True)
+    fast = weighted_aggregate(alpha, x, csr)
+    assert type(fast.grad_fn).__name__ == \
+        "_WeightedAggregateFunctionBackward"
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = weighted_aggregate(alpha, x, csr)
+    assert "WeightedAggregateFunction" not in type(mixed.grad_fn).__name__
+    assert mixed.dtype == torch.bfloat16
+    torch.testing.assert_close(mixed.float(), fast, atol=0.05, rtol=0.02)

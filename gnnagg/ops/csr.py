@@ -143,6 +143,39 @@ class CSRGraph:
         rowptr_t = cumsum(counts)
         return rowptr_t, self.row[slot_t], slot_t
 
+    def head_blocks(self, heads: int, transpose: bool = False
+                    ) -> Tuple[Tensor, Tensor, Tensor]:
+        r"""The adjacency of every one of ``heads`` heads as one block
+        matrix, cached per ``(heads, transpose)``: row :math:`iH + h`
+        holds the edges into node :math:`i` at columns :math:`jH + h`, so
+        that an ``(N, H, C)`` tensor, viewed as ``(N H, C)``, is multiplied
+        by all heads at once. Returns ``(rowptr, col, slot)``, ``rowptr``
+        and ``col`` as int32 (what MKL's products take without a copy) and
+        ``slot`` the index of every entry's value in a flattened ``(E, H)``
+        per-edge tensor in CSR order. With ``transpose`` it is the
+        transposed matrix (rows :math:`jH + h` of source nodes)."""
+        blocks = self.__dict__.setdefault("_head_blocks", {})
+        key = (heads, transpose)
+        if key not in blocks:
+            if transpose:
+                rowptr, col, slot = self.transpose
+            else:
+                rowptr, col, slot = self.rowptr, self.col, None
+            head = torch.arange(heads, device=col.device)
+
+            def per_head(index: Tensor) -> Tensor:  # (k, h) -> index[k] H + h
+                return (index.unsqueeze(1) * heads + head).view(-1)
+
+            # entries (slot k, head h), flattened as k H + h, in block rows
+            order = torch.argsort(per_head(segment_ids(rowptr, col.numel())),
+                                  stable=True)
+            if slot is not None:  # slot k of the transpose is CSR slot[k]
+                slot = per_head(slot)[order]
+            rowptr_blocks = cumsum(rowptr.diff().repeat_interleave(heads))
+            blocks[key] = (rowptr_blocks.int(), per_head(col)[order].int(),
+                           order if slot is None else slot)
+        return blocks[key]
+
     @cached_property
     def by_destination(self) -> EdgeIndex:
         r"""The CSR slots as PyG's :class:`EdgeIndex` sorted by destination

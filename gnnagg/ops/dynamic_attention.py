@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .csr import CSRGraph
-from .library import chunk_length
+from .library import chunk_length, dispatch_free, eager_function
 
 #: Elements of one chunk's ``E_chunk x H x C`` pre-activation on the CPU
 #: (:func:`~gnnagg.ops.library.chunk_length` scales it for other devices).
@@ -74,8 +74,7 @@ def _per_head(att: Tensor) -> Tensor:
         heads, att.numel()).t()
 
 
-@torch.library.custom_op("gnnagg::gatv2_score", mutates_args=())
-def _gatv2_score(x_src: Tensor, x_dst: Tensor, att: Tensor, col: Tensor,
+def _gatv2_score_kernel(x_src: Tensor, x_dst: Tensor, att: Tensor, col: Tensor,
                  row: Tensor, edge_attr: Optional[Tensor],
                  edge_weight: Optional[Tensor], negative_slope: float,
                  keep: bool) -> List[Tensor]:
@@ -93,6 +92,10 @@ def _gatv2_score(x_src: Tensor, x_dst: Tensor, att: Tensor, col: Tensor,
     return [scores, buffer if keep else x_src.new_empty(0)]
 
 
+_gatv2_score = torch.library.custom_op("gnnagg::gatv2_score",
+                                       _gatv2_score_kernel, mutates_args=())
+
+
 @_gatv2_score.register_fake
 def _gatv2_score_fake(x_src, x_dst, att, col, row, edge_attr, edge_weight,
                       negative_slope, keep):
@@ -102,8 +105,7 @@ def _gatv2_score_fake(x_src, x_dst, att, col, row, edge_attr, edge_weight,
             else x_src.new_empty(0)]
 
 
-@torch.library.custom_op("gnnagg::gatv2_score_backward", mutates_args=())
-def _gatv2_score_backward(grad_scores: Tensor, x_src: Tensor, x_dst: Tensor,
+def _gatv2_score_grads(grad_scores: Tensor, x_src: Tensor, x_dst: Tensor,
                           att: Tensor, col: Tensor, row: Tensor,
                           edge_attr: Optional[Tensor],
                           edge_weight: Optional[Tensor],
@@ -158,6 +160,10 @@ def _gatv2_score_backward(grad_scores: Tensor, x_src: Tensor, x_dst: Tensor,
     return [grad_src, grad_dst, grad_att, grad_edge_attr, grad_edge_weight]
 
 
+_gatv2_score_backward = torch.library.custom_op(
+    "gnnagg::gatv2_score_backward", _gatv2_score_grads, mutates_args=())
+
+
 @_gatv2_score_backward.register_fake
 def _gatv2_score_backward_fake(grad_scores, x_src, x_dst, att, col, row,
                                edge_attr, edge_weight, activated,
@@ -184,9 +190,10 @@ def _backward(ctx, grads_out):
         return (None,) * 9
     x_src, x_dst, att, col, row, edge_attr, edge_weight, activated = \
         ctx.saved_tensors
-    grads = _gatv2_score_backward(grad_scores, x_src, x_dst, att, col, row,
-                                  edge_attr, edge_weight, activated,
-                                  ctx.negative_slope)
+    backward = (_gatv2_score_grads if dispatch_free(grad_scores) and
+                not torch.is_grad_enabled() else _gatv2_score_backward)
+    grads = backward(grad_scores, x_src, x_dst, att, col, row, edge_attr,
+                     edge_weight, activated, ctx.negative_slope)
     if edge_attr is None:
         grads[3] = grads[4] = None
     return (*grads[:3], None, None, *grads[3:], None, None)
@@ -195,6 +202,10 @@ def _backward(ctx, grads_out):
 _gatv2_score.register_autograd(_backward, setup_context=_setup)
 torch.library.register_autocast("gnnagg::gatv2_score", "cpu", torch.bfloat16)
 torch.library.register_autocast("gnnagg::gatv2_score", "cuda", torch.float16)
+#: ``gnnagg::gatv2_score`` past the dispatcher
+_Gatv2ScoreFunction = eager_function("_Gatv2ScoreFunction",
+                                     _gatv2_score_kernel, _setup, _backward,
+                                     returns_list=True)
 
 
 def gatv2_score(x_src: Tensor, x_dst: Tensor, att: Tensor, csr: CSRGraph,
@@ -227,5 +238,8 @@ def gatv2_score(x_src: Tensor, x_dst: Tensor, att: Tensor, csr: CSRGraph,
     # determines where the slope is not negative
     keep = csr.num_edges * heads * channels <= CHUNK_ELEMENTS and \
         negative_slope >= 0
-    return _gatv2_score(x_src, x_dst, att, csr.col, csr.row, edge_attr,
-                        edge_weight, float(negative_slope), keep)[0]
+    inputs = (x_src, x_dst, att, csr.col, csr.row, edge_attr, edge_weight,
+              float(negative_slope), keep)
+    if dispatch_free(x_src) and not torch.is_autocast_enabled("cpu"):
+        return _Gatv2ScoreFunction.apply(*inputs)[0]
+    return _gatv2_score(*inputs)[0]

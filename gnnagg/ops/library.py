@@ -46,8 +46,8 @@ def dispatch_free(tensor: Tensor) -> bool:
     150 us per forward and backward call, as much as a kernel on a batch of
     molecules; what it provides (device choice, fake tensors, compile) is
     not in use on such a call. Autocast is not checked: an operator with
-    an autocast registration (``gatv2_score``, ``weighted_aggregate``) may
-    take this path only where autocast is off."""
+    an autocast registration (``gatv2_score``, ``weighted_aggregate``)
+    takes this path only where autocast is off."""
     return (type(tensor) is Tensor and tensor.device.type == "cpu"
             and not generic_forced()
             and not torch.compiler.is_compiling()
@@ -55,15 +55,28 @@ def dispatch_free(tensor: Tensor) -> bool:
             and torch._C._len_torch_dispatch_stack() == 0)
 
 
-def eager_function(name: str, kernel, setup_context,
-                   backward) -> Type[torch.autograd.Function]:
+def eager_function(name: str, kernel, setup_context, backward,
+                   returns_list: bool = False
+                   ) -> Type[torch.autograd.Function]:
     """The ``torch.autograd.Function`` called ``name`` that runs an
     operator's ``kernel``, ``setup_context`` and ``backward`` (the
-    functions registered for it) on :func:`dispatch_free` calls."""
+    functions registered for it) on :func:`dispatch_free` calls. With
+    ``returns_list`` (an operator returning ``List[Tensor]``) the Function
+    returns a tuple, whose elements autograd tracks, and hands ``backward``
+    their gradients as one list, as ``torch.library`` does."""
+    if not returns_list:
+        forward, backward_list = kernel, backward
+    else:
+        def forward(*inputs):
+            return tuple(kernel(*inputs))
+
+        def backward_list(ctx, *grads):
+            return backward(ctx, list(grads))
+
     return type(name, (torch.autograd.Function,), {
-        "forward": staticmethod(kernel),
+        "forward": staticmethod(forward),
         "setup_context": staticmethod(setup_context),
-        "backward": staticmethod(backward)})
+        "backward": staticmethod(backward_list)})
 
 
 def generic_forced() -> bool:

@@ -143,6 +143,9 @@ def _reduce_backward(ctx, grad):
 
 
 _reduce.register_autograd(_reduce_backward, setup_context=_reduce_setup)
+#: ``gnnagg::reduce`` past the dispatcher
+_ReduceFunction = eager_function("_ReduceFunction", _reduce_cpu,
+                                 _reduce_setup, _reduce_backward)
 
 
 #: slots of one chunk of the neighbour reductions' backward pass on the CPU
@@ -359,13 +362,16 @@ def reduce_messages(src: Tensor, index: Tensor, num_segments: int,
     ``SMALL_SCATTER`` unsorted elements, run PyTorch's own scatter (what the
     operator's generic implementation runs) outside the operator: its
     C++ autograd costs less per call than a Python-registered one, which
-    matters on small graphs. Everything else goes through the operator,
-    whose backward keeps only ``index`` for sums and means (the autograd of
-    ``index_add_``, the larger inputs' scatter, would keep all of ``src``)."""
+    matters on small graphs. Everything else goes through the operator
+    (eager CPU calls past the dispatcher), whose backward keeps only
+    ``index`` for sums and means (the autograd of ``index_add_``, the
+    larger inputs' scatter, would keep all of ``src``)."""
     _check_reduce(reduce)
     if rowptr is None and (not records_grad(src) or (
             reduce in ("sum", "mean") and src.numel() <= SMALL_SCATTER)):
         return _scatter(src, index, num_segments, reduce)
+    if dispatch_free(src):
+        return _ReduceFunction.apply(src, index, rowptr, num_segments, reduce)
     return _reduce(src, index, rowptr, num_segments, reduce)
 
 

@@ -7,6 +7,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from .library import dispatch_free, eager_function
 from .segment import reduce_messages
 
 
@@ -19,12 +20,15 @@ def _softmax(logits: Tensor, index: Tensor, rowptr: Optional[Tensor],
     return out.div_(total.index_select(0, index))
 
 
-@torch.library.custom_op("gnnagg::softmax", mutates_args=())
-def _softmax_op(logits: Tensor, index: Tensor, rowptr: Optional[Tensor],
-                num_segments: int) -> Tensor:
+def _softmax_kernel(logits: Tensor, index: Tensor, rowptr: Optional[Tensor],
+                    num_segments: int) -> Tensor:
     if logits.numel() == 0:
         return logits.clone()
     return _softmax(logits, index, rowptr, num_segments)
+
+
+_softmax_op = torch.library.custom_op("gnnagg::softmax", _softmax_kernel,
+                                      mutates_args=())
 
 
 @_softmax_op.register_fake
@@ -47,6 +51,9 @@ def _backward(ctx, grad_out):
 
 
 _softmax_op.register_autograd(_backward, setup_context=_setup)
+#: ``gnnagg::softmax`` past the dispatcher
+_SoftmaxFunction = eager_function("_SoftmaxFunction", _softmax_kernel,
+                                  _setup, _backward)
 
 
 def message_softmax(logits: Tensor, index: Tensor, num_segments: int,
@@ -66,6 +73,8 @@ def message_softmax(logits: Tensor, index: Tensor, num_segments: int,
     if logits.size(0) != index.numel():
         raise ValueError(f"expected {index.numel()} logits (one per edge), "
                          f"got {logits.size(0)}")
+    if dispatch_free(logits):
+        return _SoftmaxFunction.apply(logits, index, rowptr, num_segments)
     return _softmax_op(logits, index, rowptr, num_segments)
 
 

@@ -2,6 +2,10 @@ r"""When a gnnagg layer may take its fused CSR path instead of PyG's
 message path (``message`` per edge, then ``aggregate``)."""
 from __future__ import annotations
 
+import copy
+
+from torch import nn
+from torch_geometric.inspector import Inspector
 from torch_geometric.nn.conv import MessagePassing
 
 #: MessagePassing hook registries whose hooks see individual messages or
@@ -42,8 +46,55 @@ class FusedMessagePassing(MessagePassing):
     ``propagate`` is what a subclass inherits, and PyG would keep that as the
     subclass's "original", which skips the explain masks. This base keeps the
     plain one, whichever class was built first.
+
+    ``torch.jit.script`` compiles the layer's :func:`pyg_twin`: TorchScript
+    cannot compile the fused paths (their CSR views are Python objects), and
+    PyG's layer computes the same function with the same parameters. As
+    with every ``__prepare_scriptable__``, scripting a model that holds the
+    layer puts the twin in the layer's place in that model.
     """
 
     def _set_jittable_templates(self, raise_on_error: bool = False) -> None:
         super()._set_jittable_templates(raise_on_error)
         self.__class__._orig_propagate = MessagePassing.propagate
+
+    def __prepare_scriptable__(self) -> nn.Module:
+        return pyg_twin(self)
+
+
+def pyg_twin(module: nn.Module) -> nn.Module:
+    r"""``module`` in PyG's classes: a shallow copy, sharing every parameter
+    and buffer, in which each gnnagg module (``module`` included) that
+    derives from a PyG class is of that class (PyG's constructor built its
+    attributes). PyG's message-passing layers get PyG's TorchScript-ready
+    ``propagate``."""
+    twin = copy.copy(module)
+    for registry in ("_parameters", "_buffers", "_modules"):
+        twin.__dict__[registry] = type(module.__dict__[registry])(
+            module.__dict__[registry])
+    if type(module).__module__.startswith("gnnagg."):
+        pyg_class = next((cls for cls in type(module).__mro__
+                          if cls.__module__.startswith("torch_geometric.")),
+                         None)
+        if pyg_class is not None and pyg_class is not MessagePassing:
+            twin.__class__ = pyg_class
+            if isinstance(twin, MessagePassing):
+                _inspect_as_pyg(twin)
+    for name, child in module.named_children():
+        twin._modules[name] = pyg_twin(child)
+    return twin
+
+
+def _inspect_as_pyg(conv: MessagePassing) -> None:
+    """Give ``conv`` PyG's inspector of its (PyG) class, which reads the
+    argument types TorchScript needs from that class's source, and the
+    ``propagate`` and ``edge_updater`` PyG generates from it."""
+    conv.inspector = Inspector(type(conv))
+    conv.inspector.inspect_signature(conv.message)
+    conv.inspector.inspect_signature(conv.aggregate, exclude=[0, "aggr"])
+    conv.inspector.inspect_signature(conv.message_and_aggregate, [0])
+    conv.inspector.inspect_signature(conv.update, exclude=[0])
+    conv.inspector.inspect_signature(conv.edge_update)
+    for name in ("propagate", "edge_updater"):  # the instance's, if set
+        conv.__dict__.pop(name, None)
+    conv._set_jittable_templates()

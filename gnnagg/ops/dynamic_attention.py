@@ -74,10 +74,10 @@ def _per_head(att: Tensor) -> Tensor:
         heads, att.numel()).t()
 
 
-def _gatv2_score_kernel(x_src: Tensor, x_dst: Tensor, att: Tensor, col: Tensor,
-                 row: Tensor, edge_attr: Optional[Tensor],
-                 edge_weight: Optional[Tensor], negative_slope: float,
-                 keep: bool) -> List[Tensor]:
+def _gatv2_score_kernel(x_src: Tensor, x_dst: Tensor, att: Tensor,
+                        col: Tensor, row: Tensor, edge_attr: Optional[Tensor],
+                        edge_weight: Optional[Tensor], negative_slope: float,
+                        keep: bool) -> List[Tensor]:
     """``[scores, activated]``: ``activated`` is the whole ``E x H x C``
     LeakyReLU of the pre-activation with ``keep`` (for backward), else
     empty."""
@@ -106,11 +106,11 @@ def _gatv2_score_fake(x_src, x_dst, att, col, row, edge_attr, edge_weight,
 
 
 def _gatv2_score_grads(grad_scores: Tensor, x_src: Tensor, x_dst: Tensor,
-                          att: Tensor, col: Tensor, row: Tensor,
-                          edge_attr: Optional[Tensor],
-                          edge_weight: Optional[Tensor],
-                          activated: Optional[Tensor],
-                          negative_slope: float) -> List[Tensor]:
+                       att: Tensor, col: Tensor, row: Tensor,
+                       edge_attr: Optional[Tensor],
+                       edge_weight: Optional[Tensor],
+                       activated: Optional[Tensor],
+                       negative_slope: float) -> List[Tensor]:
     """Gradients of ``x_src, x_dst, att, edge_attr, edge_weight`` (the last
     two empty without edge features): from the forward pass's ``activated``
     where it kept it, else recomputing the pre-activation one chunk of

@@ -31,10 +31,10 @@ from .library import (dispatch_free, eager_function, generic_forced,
 #: Most edge-heads (``E H``) of a graph whose heads the CPU multiplies by
 #: as one block matrix. On a batch of 128 molecules (4 heads of 32) that
 #: took the forward product from 0.32 to 0.17 ms and its backward from
-#: 0.73 to 0.40 ms (2 threads), a GATConv step 4% and a GATv2Conv step 4%
-#: (12% on 1,024 molecules, 330,000 edge-heads); on a random graph of
-#: 20,000 nodes and 220,000 edges GATConv's step took 6% longer: one head's
-#: source rows fit the cache where all four do not.
+#: 0.73 to 0.40 ms (2 threads), and 4% off a GATConv and a GATv2Conv step
+#: (12% off GATv2Conv's on 1,024 molecules, 330,000 edge-heads); on a
+#: random graph of 20,000 nodes and 220,000 edges GATConv's step took 6%
+#: longer: one head's source rows fit the cache where all four do not.
 HEAD_BLOCK_ENTRIES = 1 << 19
 
 #: dtypes PyTorch's CPU CSR products (``addmm``, ``sampled_addmm``) take

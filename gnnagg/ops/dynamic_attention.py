@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .csr import CSRGraph
-from .library import chunk_length, dispatch_free, eager_function
+from .library import (backward_kernel, call_operator, chunk_length,
+                      eager_function)
 
 #: Elements of one chunk's ``E_chunk x H x C`` pre-activation on the CPU
 #: (:func:`~gnnagg.ops.library.chunk_length` scales it for other devices).
@@ -190,8 +191,8 @@ def _backward(ctx, grads_out):
         return (None,) * 9
     x_src, x_dst, att, col, row, edge_attr, edge_weight, activated = \
         ctx.saved_tensors
-    backward = (_gatv2_score_grads if dispatch_free(grad_scores) and
-                not torch.is_grad_enabled() else _gatv2_score_backward)
+    backward = backward_kernel(_gatv2_score_grads, _gatv2_score_backward,
+                               grad_scores)
     grads = backward(grad_scores, x_src, x_dst, att, col, row, edge_attr,
                      edge_weight, activated, ctx.negative_slope)
     if edge_attr is None:
@@ -205,7 +206,7 @@ torch.library.register_autocast("gnnagg::gatv2_score", "cuda", torch.float16)
 #: ``gnnagg::gatv2_score`` past the dispatcher
 _Gatv2ScoreFunction = eager_function("_Gatv2ScoreFunction",
                                      _gatv2_score_kernel, _setup, _backward,
-                                     returns_list=True)
+                                     returns_list=True, autocast=True)
 
 
 def gatv2_score(x_src: Tensor, x_dst: Tensor, att: Tensor, csr: CSRGraph,
@@ -238,8 +239,6 @@ def gatv2_score(x_src: Tensor, x_dst: Tensor, att: Tensor, csr: CSRGraph,
     # determines where the slope is not negative
     keep = csr.num_edges * heads * channels <= CHUNK_ELEMENTS and \
         negative_slope >= 0
-    inputs = (x_src, x_dst, att, csr.col, csr.row, edge_attr, edge_weight,
-              float(negative_slope), keep)
-    if dispatch_free(x_src) and not torch.is_autocast_enabled("cpu"):
-        return _Gatv2ScoreFunction.apply(*inputs)[0]
-    return _gatv2_score(*inputs)[0]
+    return call_operator(_gatv2_score, _Gatv2ScoreFunction, x_src, x_dst,
+                         att, csr.col, csr.row, edge_attr, edge_weight,
+                         float(negative_slope), keep)[0]

@@ -45,9 +45,9 @@ def dispatch_free(tensor: Tensor) -> bool:
     forced generic. Going through ``torch.library``'s machinery costs about
     150 us per forward and backward call, as much as a kernel on a batch of
     molecules; what it provides (device choice, fake tensors, compile) is
-    not in use on such a call. Autocast is not checked: an operator with
-    an autocast registration (``gatv2_score``, ``weighted_aggregate``)
-    takes this path only where autocast is off."""
+    not in use on such a call. Autocast is not checked here:
+    :func:`call_operator` keeps an operator with an autocast registration
+    on the dispatcher while autocast is on."""
     return (type(tensor) is Tensor and tensor.device.type == "cpu"
             and not generic_forced()
             and not torch.compiler.is_compiling()
@@ -55,15 +55,23 @@ def dispatch_free(tensor: Tensor) -> bool:
             and torch._C._len_torch_dispatch_stack() == 0)
 
 
+class EagerFunction(torch.autograd.Function):
+    """Base of the Functions :func:`eager_function` builds."""
+
+    #: whether the operator has an autocast registration
+    autocast: bool = False
+
+
 def eager_function(name: str, kernel, setup_context, backward,
-                   returns_list: bool = False
-                   ) -> Type[torch.autograd.Function]:
+                   returns_list: bool = False, autocast: bool = False
+                   ) -> Type[EagerFunction]:
     """The ``torch.autograd.Function`` called ``name`` that runs an
     operator's ``kernel``, ``setup_context`` and ``backward`` (the
     functions registered for it) on :func:`dispatch_free` calls. With
     ``returns_list`` (an operator returning ``List[Tensor]``) the Function
     returns a tuple, whose elements autograd tracks, and hands ``backward``
-    their gradients as one list, as ``torch.library`` does."""
+    their gradients as one list, as ``torch.library`` does. ``autocast``:
+    the operator has an autocast registration (see :func:`call_operator`)."""
     if not returns_list:
         forward, backward_list = kernel, backward
     else:
@@ -73,10 +81,31 @@ def eager_function(name: str, kernel, setup_context, backward,
         def backward_list(ctx, *grads):
             return backward(ctx, list(grads))
 
-    return type(name, (torch.autograd.Function,), {
+    return type(name, (EagerFunction,), {
         "forward": staticmethod(forward),
         "setup_context": staticmethod(setup_context),
-        "backward": staticmethod(backward_list)})
+        "backward": staticmethod(backward_list),
+        "autocast": autocast})
+
+
+def call_operator(operator, eager: Type[EagerFunction], *inputs):
+    """``operator(*inputs)``, run as ``eager`` (the operator's
+    :func:`eager_function`) where the call, judged by its first input, is
+    :func:`dispatch_free`; an operator with an autocast registration stays
+    on the dispatcher while CPU autocast is on, which that registration
+    handles."""
+    if dispatch_free(inputs[0]) and not (
+            eager.autocast and torch.is_autocast_enabled("cpu")):
+        return eager.apply(*inputs)
+    return operator(*inputs)
+
+
+def backward_kernel(kernel, operator, grad: Tensor):
+    """What a backward pass calls to compute its gradients: the backward
+    ``kernel`` itself on a :func:`dispatch_free` call that records no graph,
+    else its ``operator`` (whose autograd a double backward needs)."""
+    return (kernel if dispatch_free(grad) and not torch.is_grad_enabled()
+            else operator)
 
 
 def generic_forced() -> bool:

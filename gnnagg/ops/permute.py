@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .library import dispatch_free, eager_function
+from .library import call_operator, eager_function
 
 
 def _gather_rows(x: Tensor, order: Tensor, inverse: Tensor) -> Tensor:
@@ -43,6 +43,5 @@ def permute_rows(x: Tensor, order: Tensor, inverse: Tensor) -> Tensor:
     i``. Its gradient is ``grad[inverse]``, a gather, where autograd's
     ``index_select`` backward fills zeros and scatter-adds. Eager CPU
     calls run past the dispatcher (:func:`~gnnagg.ops.library.dispatch_free`)."""
-    if dispatch_free(x):
-        return _PermuteRowsFunction.apply(x, order, inverse)
-    return _permute_rows(x, order, inverse)
+    return call_operator(_permute_rows, _PermuteRowsFunction, x, order,
+                         inverse)

@@ -38,8 +38,8 @@ from torch import Tensor
 
 from .backend import native_segment_reduce
 from .csr import index_counts, segment_ids
-from .library import (chunk_length, dispatch_free, eager_function,
-                      generic_forced, records_grad)
+from .library import (backward_kernel, call_operator, chunk_length,
+                      eager_function, generic_forced, records_grad)
 
 REDUCTIONS = ("sum", "mean", "max", "min")
 #: message elements up to which a sum scatters with ``scatter_add`` (its
@@ -321,9 +321,8 @@ def _gather_reduce_autograd(ctx, grad):
     x, col, index, rowptr, rowptr_t, col_t, out = ctx.saved_tensors
     if x is None:  # sum and mean read neither x nor the output
         x = out = grad.new_empty(ctx.x_shape)
-    # the operator where a double backward needs its autograd
-    backward = (_gather_reduce_grad if dispatch_free(grad) and
-                not torch.is_grad_enabled() else _gather_reduce_backward)
+    backward = backward_kernel(_gather_reduce_grad, _gather_reduce_backward,
+                               grad)
     grad_x = backward(grad, x, out, col, index, rowptr,
                       rowptr_t, col_t, ctx.reduce)
     return grad_x, None, None, None, None, None, None, None
@@ -344,10 +343,8 @@ def _gather_reduce_call(x: Tensor, col: Tensor, index: Tensor,
                         col_t: Optional[Tensor], num_segments: int,
                         reduce: str) -> Tensor:
     """``gnnagg::gather_reduce``, eager CPU calls past the dispatcher."""
-    inputs = (x, col, index, rowptr, rowptr_t, col_t, num_segments, reduce)
-    if dispatch_free(x):
-        return _GatherReduceFunction.apply(*inputs)
-    return _gather_reduce(*inputs)
+    return call_operator(_gather_reduce, _GatherReduceFunction, x, col,
+                         index, rowptr, rowptr_t, col_t, num_segments, reduce)
 
 
 def reduce_messages(src: Tensor, index: Tensor, num_segments: int,
@@ -370,9 +367,8 @@ def reduce_messages(src: Tensor, index: Tensor, num_segments: int,
     if rowptr is None and (not records_grad(src) or (
             reduce in ("sum", "mean") and src.numel() <= SMALL_SCATTER)):
         return _scatter(src, index, num_segments, reduce)
-    if dispatch_free(src):
-        return _ReduceFunction.apply(src, index, rowptr, num_segments, reduce)
-    return _reduce(src, index, rowptr, num_segments, reduce)
+    return call_operator(_reduce, _ReduceFunction, src, index, rowptr,
+                         num_segments, reduce)
 
 
 def segment_reduce(src: Tensor, rowptr: Tensor, reduce: str) -> Tensor:

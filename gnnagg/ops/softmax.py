@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .library import dispatch_free, eager_function
+from .library import call_operator, eager_function
 from .segment import reduce_messages
 
 
@@ -73,9 +73,8 @@ def message_softmax(logits: Tensor, index: Tensor, num_segments: int,
     if logits.size(0) != index.numel():
         raise ValueError(f"expected {index.numel()} logits (one per edge), "
                          f"got {logits.size(0)}")
-    if dispatch_free(logits):
-        return _SoftmaxFunction.apply(logits, index, rowptr, num_segments)
-    return _softmax_op(logits, index, rowptr, num_segments)
+    return call_operator(_softmax_op, _SoftmaxFunction, logits, index,
+                         rowptr, num_segments)
 
 
 def segment_softmax(logits: Tensor, rowptr: Tensor, row: Tensor) -> Tensor:

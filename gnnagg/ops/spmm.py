@@ -25,8 +25,8 @@ import torch
 from torch import Tensor
 
 from .csr import CSRGraph
-from .library import (dispatch_free, eager_function, generic_forced,
-                      records_grad)
+from .library import (backward_kernel, call_operator, eager_function,
+                      generic_forced, records_grad)
 
 #: Most edge-heads (``E H``) of a graph whose heads the CPU multiplies by
 #: as one block matrix. On a batch of 128 molecules (4 heads of 32) that
@@ -181,8 +181,8 @@ def _setup(ctx, inputs, output):
 
 def _backward(ctx, grad_out):
     need_alpha, need_x = ctx.needs_input_grad[:2]
-    backward = (_weighted_aggregate_grads if dispatch_free(grad_out) and
-                not torch.is_grad_enabled() else _weighted_aggregate_backward)
+    backward = backward_kernel(_weighted_aggregate_grads,
+                               _weighted_aggregate_backward, grad_out)
     grad_alpha, grad_x = backward(grad_out.contiguous(), *ctx.saved_tensors,
                                   need_alpha, need_x)
     return (grad_alpha if need_alpha else None,
@@ -197,7 +197,7 @@ torch.library.register_autocast("gnnagg::weighted_aggregate", "cuda",
 #: ``gnnagg::weighted_aggregate`` past the dispatcher
 _WeightedAggregateFunction = eager_function(
     "_WeightedAggregateFunction", _weighted_aggregate_kernel, _setup,
-    _backward)
+    _backward, autocast=True)
 
 
 def weighted_aggregate(alpha: Tensor, x: Tensor, csr: CSRGraph) -> Tensor:
@@ -229,8 +229,6 @@ def weighted_aggregate(alpha: Tensor, x: Tensor, csr: CSRGraph) -> Tensor:
             blocks_t = csr.head_blocks(x.size(1), transpose=True)
     elif records_grad(x) and _use_sparse(alpha, x):
         transpose = csr.transpose
-    inputs = (alpha, x, csr.rowptr, csr.col, csr.row, *transpose, *blocks,
-              *blocks_t, csr.num_dst)
-    if dispatch_free(x) and not torch.is_autocast_enabled("cpu"):
-        return _WeightedAggregateFunction.apply(*inputs)
-    return _weighted_aggregate(*inputs)
+    return call_operator(_weighted_aggregate, _WeightedAggregateFunction,
+                         alpha, x, csr.rowptr, csr.col, csr.row, *transpose,
+                         *blocks, *blocks_t, csr.num_dst)

@@ -107,18 +107,23 @@ def test_multi_aggregation_matches_pyg_and_never_sorts(monkeypatch):
 def test_multi_aggregation_shares_reductions_for_pna_stats(monkeypatch):
     import gnnagg.ops.statistics as module
     calls = []
-    original = module.reduce_messages
-    monkeypatch.setattr(module, "reduce_messages",
-                        lambda *a: calls.append(a[3]) or original(*a))
+    for name in ("reduce_messages", "message_moments"):
+        original = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, name=name, original=(
+            original): calls.append(a[3] if name == "reduce_messages"
+                                    else "moments") or original(*a))
     x, index = _messages()
     aggr.MultiAggregation(["mean", "min", "max", "std"])(x, index,
                                                          dim_size=15)
-    # one sum of x (mean and std), one of x*x (std), max, min: PyG's
-    # separate aggregations take six
-    assert sorted(calls) == ["max", "min", "sum", "sum"]
+    # mean and std from one moments operator (the sums of x and x*x),
+    # max, min: PyG's separate aggregations take six reductions
+    assert sorted(calls) == ["max", "min", "moments"]
     calls.clear()
     aggr.MultiAggregation(["mean", "var", "std"])(x, index, dim_size=15)
-    assert calls == ["sum", "sum"]
+    assert calls == ["moments"]
+    calls.clear()
+    aggr.MultiAggregation(["sum", "var"])(x, index, dim_size=15)
+    assert sorted(calls) == ["moments", "sum"]  # the sum itself, exact
 
 
 @pytest.mark.parametrize("reduce", ["sum", "mean", "max"])

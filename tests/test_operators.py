@@ -41,6 +41,9 @@ def operator_calls():
         calls.append((f"gather_reduce-{reduce}", OPS.gather_reduce,
                       (leaf(N, 3), csr.col, csr.row, csr.rowptr, rowptr_t,
                        col_t, N, reduce)))
+    for form, rowptr in (("sorted", csr.rowptr), ("scatter", None)):
+        calls.append((f"moments-{form}", OPS.moments,
+                      (leaf(E, 3), csr.row, rowptr, N)))
     calls.append(("gather_reduce-extremes", OPS.gather_reduce,
                   (leaf(N, 3), csr.col, csr.row, csr.rowptr, None, None, N,
                    "extremes")))
@@ -362,7 +365,8 @@ def test_dispatch_free_weighted_aggregate_only_without_autocast():
 def _dispatch_free_cases():
     """(name, public call, the same through the dispatcher, inputs that
     take gradients) for the operators that eager CPU calls run past it."""
-    from gnnagg.ops import gatv2_score, message_softmax, reduce_messages
+    from gnnagg.ops import (gatv2_score, message_moments, message_softmax,
+                            reduce_messages)
     csr = graph()
     E, N = csr.num_edges, csr.num_dst
     logits = torch.randint(0, 3, (E, 2)).double().requires_grad_()  # ties
@@ -377,6 +381,12 @@ def _dispatch_free_cases():
             lambda r=reduce: reduce_messages(logits, csr.row, N, r,
                                              csr.rowptr),
             lambda r=reduce: OPS.reduce(logits, csr.row, csr.rowptr, N, r),
+            (logits,)))
+    for form, rowptr in (("sorted", csr.rowptr), ("scatter", None)):
+        cases.append((
+            f"moments-{form}",
+            lambda r=rowptr: message_moments(logits, csr.row, N, r)[1],
+            lambda r=rowptr: OPS.moments(logits, csr.row, r, N)[1],
             (logits,)))
     cases.append(("gatv2_score", lambda: gatv2_score(x_src, x_dst, att, csr),
                   lambda: OPS.gatv2_score(x_src, x_dst, att, csr.col, csr.row,
@@ -399,7 +409,7 @@ DISPATCH_FREE = _dispatch_free_cases()
 @pytest.mark.parametrize("name, fast, slow, inputs", DISPATCH_FREE,
                          ids=[case[0] for case in DISPATCH_FREE])
 def test_dispatch_free_calls_equal_the_operators(name, fast, slow, inputs):
-    """Eager CPU calls of softmax, reduce and gatv2_score run past the
+    """Eager CPU calls of softmax, reduce, moments and gatv2_score run past the
     dispatcher; values and gradients equal the operators'."""
     got, want = fast(), slow()
     assert "FunctionBackward" in type(got.grad_fn).__name__

@@ -5,7 +5,8 @@ from torch_geometric.utils import softmax as pyg_softmax
 
 from gnnagg.nn.conv.loop_features import self_loop_edge_features
 from gnnagg.ops import (build_csr, clamped_power, csr_view,
-                        degree_scaled_linear, gatv2_score, neighbor_stats,
+                        degree_scaled_linear, gatv2_score, message_moments,
+                        neighbor_stats,
                         permute_rows, segment_reduce, segment_softmax,
                         set_backend, weighted_aggregate)
 from gnnagg.ops.backend import get_backend, has_torch_scatter, uses_torch_scatter
@@ -401,3 +402,48 @@ def test_chunks_grow_off_the_cpu():
     assert chunk_length(1 << 15, torch.device("cpu")) == 1 << 15
     assert chunk_length(1 << 15, torch.device("cuda")) == \
         (1 << 15) * DEVICE_CHUNK_FACTOR > 1 << 15
+
+
+@settings(max_examples=30, deadline=None)
+@given(num_segments=st.integers(1, 6), num_messages=st.integers(0, 25),
+       sorted_messages=st.booleans(), uses=st.sampled_from(
+           ["mean", "variance", "both"]), seed=st.integers(0, 2**16))
+def test_message_moments_match_their_definition(num_segments, num_messages,
+                                                sorted_messages, uses, seed):
+    """Mean and population variance of each destination's messages (0 when
+    it has none), and gradients equal to the autograd of
+    ``mean(x * x) - mean(x) ** 2``, whichever moments are used."""
+    gen = torch.Generator().manual_seed(seed)
+    index = torch.randint(0, num_segments, (num_messages,), generator=gen)
+    rowptr = None
+    if sorted_messages:
+        index = index.sort().values
+        rowptr = torch.zeros(num_segments + 1, dtype=torch.long)
+        rowptr[1:] = torch.bincount(index, minlength=num_segments).cumsum(0)
+    x = torch.randn(num_messages, 3, dtype=torch.double, generator=gen,
+                    requires_grad=True)
+    mean, variance = message_moments(x, index, num_segments, rowptr)
+    count = torch.bincount(index, minlength=num_segments).clamp(min=1)
+    count = count.double().unsqueeze(1)
+    want_mean = torch.zeros(num_segments, 3, dtype=torch.double).index_add(
+        0, index, x) / count
+    want_variance = torch.zeros_like(want_mean).index_add(
+        0, index, x * x) / count - want_mean ** 2
+    for segment in range(num_segments):  # the definition, segment by segment
+        members = x[index == segment].detach()
+        if members.numel():
+            torch.testing.assert_close(mean[segment], members.mean(0))
+            torch.testing.assert_close(variance[segment],
+                                       members.var(0, unbiased=False))
+        else:
+            assert (mean[segment] == 0).all()
+            assert (variance[segment] == 0).all()
+    got = {"mean": [mean], "variance": [variance],
+           "both": [mean, variance]}[uses]
+    want = {"mean": [want_mean], "variance": [want_variance],
+            "both": [want_mean, want_variance]}[uses]
+    if num_messages == 0:
+        return
+    grads = [torch.randn_like(t) for t in got]
+    torch.testing.assert_close(torch.autograd.grad(got, x, grads)[0],
+                               torch.autograd.grad(want, x, grads)[0])

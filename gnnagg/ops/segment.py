@@ -5,6 +5,12 @@ r"""Reductions of messages by destination, as custom operators.
     \qquad \oplus \in \{\sum, \mathrm{mean}, \max, \min\}
 
 ``torch.ops.gnnagg.reduce`` reduces messages given the destination of each;
+``torch.ops.gnnagg.moments`` (:func:`message_moments`) gives their mean and
+variance together, :math:`\mu_i = \tfrac{1}{d_i}\sum_k x_k` and
+:math:`v_i = \tfrac{1}{d_i}\sum_k x_k^2 - \mu_i^2`, with one backward pass
+over the messages for both,
+:math:`\partial/\partial x_k = \tfrac{1}{d_i}\big(g^\mu_i + 2 g^v_i (x_k -
+\mu_i)\big)`;
 when they are also sorted by destination (a CSR ``rowptr``), the CPU runs
 ``torch.segment_reduce`` (or torch-scatter, :mod:`gnnagg.ops.backend`),
 otherwise, and on every other device, a scatter. ``gather_reduce`` reduces
@@ -76,15 +82,19 @@ def _counts(index: Tensor, rowptr: Optional[Tensor], num_segments: int,
     return message_counts(index, num_segments, rowptr, dtype).clamp_(min=1)
 
 
+def _add_into(out: Tensor, index: Tensor, src: Tensor) -> Tensor:
+    """``out[index[k]] += src[k]``, by the faster scatter for the size."""
+    if src.numel() <= SMALL_SCATTER:
+        return out.scatter_add_(0, _broadcast(index, src), src)
+    return out.index_add_(0, index, src)
+
+
 def _scatter(src: Tensor, index: Tensor, num_segments: int,
              reduce: str) -> Tensor:
     """The device-generic reduction: one scatter."""
     out = src.new_zeros((num_segments,) + tuple(src.shape[1:]))
     if reduce in ("sum", "mean"):
-        if src.numel() <= SMALL_SCATTER:
-            out.scatter_add_(0, _broadcast(index, src), src)
-        else:
-            out.index_add_(0, index, src)
+        _add_into(out, index, src)
         if reduce == "mean":
             counts = _counts(index, None, num_segments, src.dtype)
             out = out / counts.view((-1,) + (1,) * (src.dim() - 1))
@@ -146,6 +156,87 @@ _reduce.register_autograd(_reduce_backward, setup_context=_reduce_setup)
 #: ``gnnagg::reduce`` past the dispatcher
 _ReduceFunction = eager_function("_ReduceFunction", _reduce_cpu,
                                  _reduce_setup, _reduce_backward)
+
+
+def moments_of_sums(total: Tensor, square_total: Tensor,
+                    counts: Tensor) -> List[Tensor]:
+    """Mean and variance from the sums of the values and of their squares
+    and the counts clamped to at least 1 (floating point, also for integer
+    values, as PyG's), rounded as PyG's
+    ``mean(x * x) - mean(x) ** 2`` (an ``addcmul`` would not round the
+    square: half-precision variances near 0 would differ from PyG's)."""
+    counts = counts.view((-1,) + (1,) * (total.dim() - 1))
+    mean = total / counts
+    return [mean, (square_total / counts).sub_(mean * mean)]
+
+
+def _scattered_moments(src: Tensor, index: Tensor,
+                       num_segments: int) -> List[Tensor]:
+    """The device-generic moments: two scatters."""
+    shape = (num_segments,) + tuple(src.shape[1:])
+    return moments_of_sums(
+        _add_into(src.new_zeros(shape), index, src),
+        _add_into(src.new_zeros(shape), index, src * src),
+        _counts(index, None, num_segments, src.dtype))
+
+
+@torch.library.custom_op("gnnagg::moments", mutates_args=())
+def _moments(src: Tensor, index: Tensor, rowptr: Optional[Tensor],
+             num_segments: int) -> List[Tensor]:
+    return _scattered_moments(src, index, num_segments)
+
+
+@_moments.register_kernel("cpu")
+def _moments_cpu(src, index, rowptr, num_segments):
+    if rowptr is None or generic_forced():
+        return _scattered_moments(src, index, num_segments)
+    return moments_of_sums(native_segment_reduce(src, rowptr, "sum"),
+                           native_segment_reduce(src * src, rowptr, "sum"),
+                           _counts(index, rowptr, num_segments, src.dtype))
+
+
+@_moments.register_fake
+def _moments_fake(src, index, rowptr, num_segments):
+    shape = (num_segments,) + tuple(src.shape[1:])
+    return [src.new_empty(shape), src.new_empty(shape)]
+
+
+def _moments_setup(ctx, inputs, output):
+    src, index, rowptr, num_segments = inputs
+    ctx.num_segments = num_segments
+    ctx.set_materialize_grads(False)  # no zero gradient of an unused moment
+    ctx.save_for_backward(src, index, rowptr, output[0])
+
+
+def _moments_backward(ctx, grads):
+    r""":math:`x_k s_i + o_i (+ g^\mu_i / d_i)` with slope :math:`s = 2
+    g^v / d` and offset :math:`o = -2 g^v \mu / d`, rounded as the autograd
+    of PyG's ``mean(x * x) - mean(x) ** 2`` rounds them (the two terms that
+    cancel added first), so that half-precision gradients agree with
+    PyG's."""
+    grad_mean, grad_variance = grads
+    if grad_mean is None and grad_variance is None:
+        return None, None, None, None
+    src, index, rowptr, mean = ctx.saved_tensors
+    counts = _counts(index, rowptr, ctx.num_segments, src.dtype).view(
+        (-1,) + (1,) * (src.dim() - 1))
+    grad_src = None
+    if grad_variance is not None:
+        slope = (grad_variance / counts).mul_(2)
+        offset = (grad_variance * mean).mul_(-2).div_(counts)
+        grad_src = slope.index_select(0, index).mul_(src).add_(
+            offset.index_select(0, index))
+    if grad_mean is not None:
+        share = (grad_mean / counts).index_select(0, index)
+        grad_src = share if grad_src is None else grad_src.add_(share)
+    return grad_src, None, None, None
+
+
+_moments.register_autograd(_moments_backward, setup_context=_moments_setup)
+#: ``gnnagg::moments`` past the dispatcher
+_MomentsFunction = eager_function("_MomentsFunction", _moments_cpu,
+                                  _moments_setup, _moments_backward,
+                                  returns_list=True)
 
 
 #: slots of one chunk of the neighbour reductions' backward pass on the CPU
@@ -369,6 +460,22 @@ def reduce_messages(src: Tensor, index: Tensor, num_segments: int,
         return _scatter(src, index, num_segments, reduce)
     return call_operator(_reduce, _ReduceFunction, src, index, rowptr,
                          num_segments, reduce)
+
+
+def message_moments(src: Tensor, index: Tensor, num_segments: int,
+                    rowptr: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    r"""The mean and the variance :math:`\tfrac{1}{d_i}\sum_k x_k^2 -
+    \mu_i^2` of the messages ``src`` by destination ``index`` (arguments as
+    :func:`reduce_messages`), each ``(num_segments, *F)``, 0 for empty
+    destinations. The variance is not floored: rounding can leave it
+    slightly below 0. One operator gives both; its backward makes two
+    ``E x F`` tensors, where the autograd of two sums makes five."""
+    if rowptr is None and not records_grad(src):
+        mean, variance = _scattered_moments(src, index, num_segments)
+    else:
+        mean, variance = call_operator(_moments, _MomentsFunction, src,
+                                       index, rowptr, num_segments)
+    return mean, variance
 
 
 def segment_reduce(src: Tensor, rowptr: Tensor, reduce: str) -> Tensor:

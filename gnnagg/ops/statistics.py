@@ -11,9 +11,11 @@ For the :math:`d_i` values :math:`\mathcal{X}_i` of node :math:`i`:
 
 The first and second moments come from the sums of :math:`x` and
 :math:`x^2`, shared by every statistic that needs them: ``mean, min, max,
-std`` cost four reductions (PyG's separate aggregations: six). Maxima and minima of
-neighbour values come from one operator when both are asked for. Empty
-neighbourhoods give 0 for every statistic.
+std`` cost four reductions (PyG's separate aggregations: six). For
+messages both moments come from one operator
+(:func:`~gnnagg.ops.message_moments`) whose backward reads the messages
+once. Maxima and minima of neighbour values come from one operator when
+both are asked for. Empty neighbourhoods give 0 for every statistic.
 
 * :func:`message_stats` reduces messages by destination (sorted or not).
 * :func:`segment_stats` reduces per-edge values already in CSR order.
@@ -37,7 +39,7 @@ from torch import Tensor
 from .csr import CSRGraph, segment_ids
 from .library import records_grad
 from .segment import (gather_extremes, gather_reduce, message_counts,
-                      reduce_messages)
+                      message_moments, moments_of_sums, reduce_messages)
 
 STATISTICS = ("sum", "mean", "min", "max", "var", "std")
 
@@ -57,32 +59,28 @@ def _check(stats: Iterable[str]) -> List[str]:
 
 def _stats(reduce: Callable[[Tensor, str], Tensor], x: Tensor,
            degree: Callable[[], Tensor], stats: List[str],
+           moments: Callable[[Tensor], Tuple[Tensor, Tensor]],
            extremes: Optional[Callable[[Tensor], Tuple[Tensor, Tensor]]]
            = None) -> Dict[str, Tensor]:
-    """Combine ``reduce(values, "sum" | "max" | "min")`` into ``stats``:
-    the moments from the sums of ``x`` and ``x * x``, each reduction done
-    once however many statistics use it; ``degree()`` (messages per
-    destination) only where a mean needs it; ``extremes(x)`` (maximum and
-    minimum together) where given and both are asked for."""
+    """Combine ``reduce(values, "sum" | "max" | "min")`` into
+    ``stats``, each reduction done once however many statistics use it:
+    ``moments(x)`` (mean and unfloored variance) where a variance is asked
+    for, ``degree()`` (messages per destination) where a mean is, and
+    ``extremes(x)`` (maximum and minimum together) where given and both
+    are asked for."""
     out: Dict[str, Tensor] = {}
-    needs_square = any(s in ("var", "std") for s in stats)
-    if needs_square:
-        out["sum"], square_sum = reduce(x, "sum"), reduce(x * x, "sum")
-    elif any(s in ("sum", "mean") for s in stats):
-        out["sum"] = reduce(x, "sum")
-    if needs_square or "mean" in stats:
-        count = degree().clamp(min=1).to(x.dtype).view(
-            (-1,) + (1,) * (x.dim() - 1))
-        out["mean"] = out["sum"] / count
-        if needs_square:
-            mean = out["mean"]
-            # unfloored: rounding can leave it slightly below 0
-            variance = square_sum / count - mean * mean
-            if "var" in stats:
-                out["var"] = variance.relu()  # cheaper backward than clamp's
+    if any(s in ("var", "std") for s in stats):
+        out["mean"], variance = moments(x)
+        if "var" in stats:
+            out["var"] = variance.relu()  # cheaper backward than clamp's
         if "std" in stats:
             std = variance.clamp(min=STD_EPS).sqrt()
             out["std"] = std.masked_fill(std <= math.sqrt(STD_EPS), 0.0)
+    if "sum" in stats or ("mean" in stats and "mean" not in out):
+        out["sum"] = reduce(x, "sum")
+    if "mean" in stats and "mean" not in out:
+        out["mean"] = out["sum"] / degree().clamp(min=1).to(x.dtype).view(
+            (-1,) + (1,) * (x.dim() - 1))
     if extremes is not None and "max" in stats and "min" in stats:
         out["max"], out["min"] = extremes(x)
     for extreme in ("max", "min"):
@@ -100,7 +98,8 @@ def message_stats(x: Tensor, index: Tensor, num_segments: int,
     return _stats(lambda t, how: reduce_messages(t, index, num_segments, how,
                                                  rowptr), x,
                   lambda: message_counts(index, num_segments, rowptr),
-                  _check(stats))
+                  _check(stats), lambda t: message_moments(
+                      t, index, num_segments, rowptr))
 
 
 def segment_stats(x: Tensor, rowptr: Tensor,
@@ -122,10 +121,19 @@ def neighbor_stats(x: Tensor, csr: CSRGraph,
     transpose = None
     if records_grad(x) and x.device.type == "cpu":
         transpose = csr.transpose[:2]
-    return _stats(lambda t, how: gather_reduce(
-        t, csr.col, csr.row, csr.num_dst, how, csr.rowptr, transpose), x,
-        lambda: csr.degree, _check(stats), lambda t: gather_extremes(
-            t, csr.col, csr.row, csr.num_dst, csr.rowptr))
+    def reduce(values: Tensor, how: str) -> Tensor:
+        return gather_reduce(values, csr.col, csr.row, csr.num_dst, how,
+                             csr.rowptr, transpose)
+
+    def moments(values: Tensor) -> Tuple[Tensor, Tensor]:
+        mean, variance = moments_of_sums(
+            reduce(values, "sum"), reduce(values * values, "sum"),
+            csr.degree.clamp(min=1).to(values.dtype))
+        return mean, variance
+
+    return _stats(reduce, x, lambda: csr.degree, _check(stats), moments,
+                  lambda t: gather_extremes(t, csr.col, csr.row,
+                                            csr.num_dst, csr.rowptr))
 
 
 def shift_stats(stats: Dict[str, Tensor], shift: Tensor,

@@ -166,6 +166,26 @@ def test_gradcheck_of_every_differentiable_operator():
                 assert torch.autograd.gradcheck(call, inputs), name
 
 
+def test_gradgradcheck_of_every_differentiable_operator():
+    """Second derivatives (a backward pass that is itself recorded) of
+    every operator, CPU and generic implementations."""
+    for name, op, args in CALLS:
+        if name.startswith("segment_topm") or name.endswith("backward"):
+            continue
+        inputs = [a for a in args if isinstance(a, torch.Tensor)
+                  and a.requires_grad]
+
+        def call(*leaves, args=args, op=op):
+            it = iter(leaves)
+            out = op(*[next(it) if isinstance(a, torch.Tensor) and
+                       a.requires_grad else a for a in args])
+            return tuple(o for o in out if o.requires_grad) \
+                if isinstance(out, (list, tuple)) else out
+        for generic in (False, True):
+            with use_generic(generic):
+                assert torch.autograd.gradgradcheck(call, inputs), name
+
+
 DEG = torch.tensor([0, 3, 4, 3, 1, 1])
 MODULES = {
     "GATConv": lambda: GATConv(5, 3, heads=2, edge_dim=2),
@@ -419,3 +439,14 @@ def test_dispatch_free_calls_equal_the_operators(name, fast, slow, inputs):
     for a, b in zip(torch.autograd.grad(got, inputs, grad),
                     torch.autograd.grad(want, inputs, grad)):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_gradgradcheck_of_every_layer(name):
+    """Double backward through every layer and aggregation (the node
+    features' second derivatives), as PyG's plain autograd allows."""
+    torch.manual_seed(0)
+    module = MODULES[name]().double()
+    args = module_inputs(name)
+    x = args[0].requires_grad_()
+    assert torch.autograd.gradgradcheck(lambda v: module(v, *args[1:]), (x,))

@@ -1,8 +1,8 @@
 """PyG features built on the classes gnnagg replaces keep working with
 gnnagg's: explainers, message-passing hooks, BasicGNN models, HeteroConv,
 to_hetero, pickling, flow, aggr=, lazy sizes, convolutions that size
-themselves from a MultiAggregation. Each case is checked against PyG's own
-class with the same weights."""
+themselves from a MultiAggregation, double backward. Each case is checked
+against PyG's own class with the same weights."""
 import copy
 import io
 import pickle
@@ -16,6 +16,9 @@ from torch_geometric.explain.algorithm import AttentionExplainer, GNNExplainer
 from torch_geometric.nn import HeteroConv, SAGEConv, to_hetero
 
 import gnnagg.models as models
+from test_dtypes import PAIRS as DTYPE_PAIRS
+from test_dtypes import inputs as dtype_inputs
+from test_dtypes import paired
 from gnnagg.nn import GATConv, GATv2Conv, PNAConv
 from gnnagg.nn.aggr import (DegreeScalerAggregation, MultiAggregation,
                             SoftmaxAggregation)
@@ -392,3 +395,47 @@ def test_torch_jit_script_of_a_model_puts_the_twin_in_place():
         torch.testing.assert_close(scripted(x, edge_index, edge_attr),
                                    expected)
         torch.testing.assert_close(model(x, edge_index, edge_attr), expected)
+
+
+@pytest.mark.parametrize("name", sorted(DTYPE_PAIRS))
+def test_double_backward_as_pyg(name):
+    """Second derivatives (``create_graph=True``: gradient penalties, forces
+    from an energy) through every layer and aggregation equal those through
+    PyG's namesake with the same weights, duplicate edges included: of the
+    inputs and of every parameter."""
+    results = []
+    for module in paired(name):
+        module = module.double()
+        leaves = [a.double().requires_grad_() if a.is_floating_point()
+                  else a for a in dtype_inputs(name)]
+        floats = [a for a in leaves if a.requires_grad]
+        out = module(*leaves)
+        first = torch.autograd.grad(out.pow(2).sum(), floats,
+                                    create_graph=True)
+        penalty = sum(g.pow(2).sum() for g in first)
+        second = torch.autograd.grad(penalty, floats +
+                                     list(module.parameters()),
+                                     allow_unused=True)
+        results.append(second)
+    assert any(g is not None and g.abs().sum() > 0 for g in results[0])
+    for got, want in zip(*results, strict=True):
+        if want is None or got is None:  # zero either way
+            assert (got if want is None else want) is None or \
+                not (got if want is None else want).any()
+        else:
+            torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("name", sorted(DTYPE_PAIRS))
+def test_torch_func_grad_as_pyg(name):
+    """``torch.func.grad`` (which records its backward pass) through every
+    layer and aggregation gives PyG's gradient."""
+    grads = []
+    for module in paired(name):
+        module = module.double()
+        x, *rest = [a.double() if a.is_floating_point() else a
+                    for a in dtype_inputs(name)]
+        grads.append(torch.func.grad(
+            lambda v, m=module, r=rest: m(v, *r).pow(2).sum())(x))
+    assert grads[1].abs().sum() > 0
+    torch.testing.assert_close(*grads)

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from .csr import CSRGraph
 from .library import (backward_kernel, call_operator, chunk_length,
-                      eager_function)
+                      eager_function, recorded_gradients)
 
 #: Elements of one chunk's ``E_chunk x H x C`` pre-activation on the CPU
 #: (:func:`~gnnagg.ops.library.chunk_length` scales it for other devices).
@@ -185,12 +185,32 @@ def _setup(ctx, inputs, output):
     ctx.save_for_backward(*tensors, output[1] if keep else None)
 
 
+def _composite_scores(x_src: Tensor, x_dst: Tensor, att: Tensor,
+                      col: Tensor, row: Tensor, edge_attr: Optional[Tensor],
+                      edge_weight: Optional[Tensor],
+                      negative_slope: float) -> Tensor:
+    """The scores in PyTorch's differentiable operations, whole (what a
+    recorded backward differentiates)."""
+    s = x_src.index_select(0, col) + x_dst.index_select(0, row)
+    if edge_attr is not None and edge_weight is not None:
+        s = s + (edge_attr @ edge_weight.t()).view_as(s)
+    return (F.leaky_relu(s, negative_slope) * att).sum(-1)
+
+
 def _backward(ctx, grads_out):
     grad_scores = grads_out[0]  # the kept activation is internal
     if grad_scores is None:
         return (None,) * 9
     x_src, x_dst, att, col, row, edge_attr, edge_weight, activated = \
         ctx.saved_tensors
+    if torch.is_grad_enabled():  # recorded: a double backward
+        needs = ctx.needs_input_grad
+        grads = recorded_gradients(
+            lambda *t: _composite_scores(t[0], t[1], t[2], col, row, t[3],
+                                         t[4], ctx.negative_slope),
+            (x_src, x_dst, att, edge_attr, edge_weight),
+            needs[:3] + needs[5:7], grad_scores)
+        return (*grads[:3], None, None, *grads[3:], None, None)
     backward = backward_kernel(_gatv2_score_grads, _gatv2_score_backward,
                                grad_scores)
     grads = backward(grad_scores, x_src, x_dst, att, col, row, edge_attr,

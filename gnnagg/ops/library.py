@@ -10,7 +10,7 @@ test suite checks that both agree, so a GPU runs code that has been run.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Type
+from typing import Callable, List, Optional, Sequence, Type
 
 import torch
 from torch import Tensor
@@ -102,10 +102,37 @@ def call_operator(operator, eager: Type[EagerFunction], *inputs):
 
 def backward_kernel(kernel, operator, grad: Tensor):
     """What a backward pass calls to compute its gradients: the backward
-    ``kernel`` itself on a :func:`dispatch_free` call that records no graph,
-    else its ``operator`` (whose autograd a double backward needs)."""
-    return (kernel if dispatch_free(grad) and not torch.is_grad_enabled()
-            else operator)
+    ``kernel`` itself on a :func:`dispatch_free` call, else its
+    ``operator``. (A backward pass that is itself recorded takes
+    :func:`recorded_gradients` instead.)"""
+    return kernel if dispatch_free(grad) else operator
+
+
+def recorded_gradients(composite: Callable[..., Tensor],
+                       inputs: Sequence[Optional[Tensor]],
+                       needs_grad: Sequence[bool],
+                       grad: Tensor) -> List[Optional[Tensor]]:
+    """The gradients of ``composite(*inputs)`` (an operator's forward
+    written in PyTorch's differentiable operations) for the inputs with
+    ``needs_grad``, given the output's gradient ``grad``, as a graph
+    autograd can differentiate again. A backward pass runs this instead of
+    its backward kernel when it is itself recorded
+    (``torch.autograd.grad(..., create_graph=True)``: a double backward,
+    a gradient penalty, forces from an energy), where the kernels, which
+    have no autograd of their own, would stop the graph."""
+    with torch.enable_grad():
+        # fresh aliases: the partial derivatives of this operator alone,
+        # even where one input also reaches the output through another
+        # (GAT's x through its scores and its weighted sum)
+        aliases = [t.view_as(t) if needed and t is not None else t
+                   for t, needed in zip(inputs, needs_grad)]
+        wanted = [a for a, needed in zip(aliases, needs_grad)
+                  if needed and a is not None]
+        grads = iter(torch.autograd.grad(composite(*aliases), wanted, grad,
+                                         create_graph=True,
+                                         allow_unused=True))
+    return [next(grads) if needed and t is not None else None
+            for t, needed in zip(inputs, needs_grad)]
 
 
 def generic_forced() -> bool:

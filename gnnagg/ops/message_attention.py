@@ -35,7 +35,8 @@ import torch
 from torch import Tensor
 
 from .segment import reduce_messages
-from .softmax import _softmax
+from .softmax import _softmax, message_softmax
+from .library import recorded_gradients
 from .spmm import _use_sparse
 
 def _row_dots(a: Tensor, b: Tensor, chunk: int = 1 << 15) -> Tensor:
@@ -51,23 +52,30 @@ def _row_dots(a: Tensor, b: Tensor, chunk: int = 1 << 15) -> Tensor:
 def _scores(x: Tensor, aux: Tensor) -> List[Tensor]:
     """``[scores (E, H), norms (E, 1)]``: cosine similarities without a
     normalised copy of ``x`` (norms below 1e-12 count as 1e-12)."""
-    norms = x.norm(dim=-1, keepdim=True).clamp_min_(1e-12)
+    norms = x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     return [(x @ aux.t()).div_(norms), norms]
 
 
-@torch.library.custom_op("gnnagg::message_attention", mutates_args=())
-def _message_attention(x: Tensor, aux: Tensor, t: Tensor,
-                       keep: Optional[Tensor], rowptr: Tensor, row: Tensor,
-                       col: Tensor) -> List[Tensor]:
+def _attend(x: Tensor, aux: Tensor, t: Tensor, keep: Optional[Tensor],
+            rowptr: Tensor, row: Tensor, col: Tensor,
+            sparse: bool) -> List[Tensor]:
+    """``[out, alpha, scores, norms]``: the weighted sums by sparse products
+    (``sparse``), or else by ``index_add`` after the softmax operator, all
+    of which autograd can differentiate (the generic implementation, and
+    what a double backward differentiates)."""
     num_dst, heads = rowptr.numel() - 1, aux.size(0)
     scores, norms = _scores(x, aux)  # in the messages' order
-    logits = scores.index_select(0, col).mul_(t)  # in slot order
+    logits = scores.index_select(0, col) * t  # in slot order
     if keep is not None:
         logits.masked_fill_(~keep, float("-inf"))
-    alpha = (_softmax(logits, row, rowptr, num_dst) if x.size(0)
-             else logits.clone())
+    if not x.size(0):
+        alpha = logits.clone()
+    elif sparse:
+        alpha = _softmax(logits, row, rowptr, num_dst)
+    else:
+        alpha = message_softmax(logits, row, num_dst, rowptr)
     out = x.new_zeros(num_dst, heads, x.size(1))
-    if _use_sparse(x):
+    if sparse:
         for h in range(heads):
             adj = torch.sparse_csr_tensor(rowptr, col,
                                           alpha[:, h].contiguous(),
@@ -79,6 +87,13 @@ def _message_attention(x: Tensor, aux: Tensor, t: Tensor,
         for h in range(heads):
             out[:, h].index_add_(0, row, alpha[:, h, None] * rows)
     return [out, alpha, scores, norms]
+
+
+@torch.library.custom_op("gnnagg::message_attention", mutates_args=())
+def _message_attention(x: Tensor, aux: Tensor, t: Tensor,
+                       keep: Optional[Tensor], rowptr: Tensor, row: Tensor,
+                       col: Tensor) -> List[Tensor]:
+    return _attend(x, aux, t, keep, rowptr, row, col, _use_sparse(x))
 
 
 @_message_attention.register_fake
@@ -138,13 +153,21 @@ def _setup(ctx, inputs, output):
     _, alpha, scores, norms = output
     ctx.mark_non_differentiable(alpha, scores, norms)
     ctx.save_for_backward(x, aux, t, alpha, scores, norms, rowptr, row, col)
+    ctx.keep = keep  # a double backward recomputes the forward
 
 
 def _backward(ctx, grads):
     # alpha, scores and norms are kept for this backward, not
     # differentiable
-    grad_x, grad_aux, grad_t = _message_attention_backward(
-        grads[0].contiguous(), *ctx.saved_tensors)
+    if torch.is_grad_enabled():  # recorded: a double backward
+        x, aux, t, *_, rowptr, row, col = ctx.saved_tensors
+        grad_x, grad_aux, grad_t = recorded_gradients(
+            lambda *inputs: _attend(*inputs, ctx.keep, rowptr, row, col,
+                                    False)[0],
+            (x, aux, t), ctx.needs_input_grad[:3], grads[0])
+    else:
+        grad_x, grad_aux, grad_t = _message_attention_backward(
+            grads[0].contiguous(), *ctx.saved_tensors)
     return grad_x, grad_aux, grad_t, None, None, None, None
 
 

@@ -45,7 +45,8 @@ from torch import Tensor
 from .backend import native_segment_reduce
 from .csr import index_counts, segment_ids
 from .library import (backward_kernel, call_operator, chunk_length,
-                      eager_function, generic_forced, records_grad)
+                      eager_function, generic_forced, recorded_gradients,
+                      records_grad)
 
 REDUCTIONS = ("sum", "mean", "max", "min")
 #: message elements up to which a sum scatters with ``scatter_add`` (its
@@ -410,6 +411,15 @@ def _gather_reduce_setup(ctx, inputs, output):
 
 def _gather_reduce_autograd(ctx, grad):
     x, col, index, rowptr, rowptr_t, col_t, out = ctx.saved_tensors
+    if torch.is_grad_enabled():  # recorded: a double backward
+        # sum and mean keep no x: their gradient is the same at any x
+        x = grad.new_zeros(ctx.x_shape).requires_grad_() if x is None \
+            else x
+        num_segments = grad.size(-x.dim())
+        grad_x, = recorded_gradients(
+            lambda v: _gathered_reduce(v, col, index, num_segments,
+                                       ctx.reduce), (x,), (True,), grad)
+        return grad_x, None, None, None, None, None, None, None
     if x is None:  # sum and mean read neither x nor the output
         x = out = grad.new_empty(ctx.x_shape)
     backward = backward_kernel(_gather_reduce_grad, _gather_reduce_backward,

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from .csr import CSRGraph
 from .library import (backward_kernel, call_operator, eager_function,
-                      generic_forced, records_grad)
+                      generic_forced, recorded_gradients, records_grad)
 
 #: Most edge-heads (``E H``) of a graph whose heads the CPU multiplies by
 #: as one block matrix. On a batch of 128 molecules (4 heads of 32) that
@@ -181,10 +181,16 @@ def _setup(ctx, inputs, output):
 
 def _backward(ctx, grad_out):
     need_alpha, need_x = ctx.needs_input_grad[:2]
-    backward = backward_kernel(_weighted_aggregate_grads,
-                               _weighted_aggregate_backward, grad_out)
-    grad_alpha, grad_x = backward(grad_out.contiguous(), *ctx.saved_tensors,
-                                  need_alpha, need_x)
+    if torch.is_grad_enabled():  # recorded: a double backward
+        alpha, x, rowptr, col, row = ctx.saved_tensors[:5]
+        grad_alpha, grad_x = recorded_gradients(
+            lambda a, v: _generic(a, v, col, row, rowptr.numel() - 1),
+            (alpha, x), (need_alpha, need_x), grad_out)
+    else:
+        backward = backward_kernel(_weighted_aggregate_grads,
+                                   _weighted_aggregate_backward, grad_out)
+        grad_alpha, grad_x = backward(grad_out.contiguous(),
+                                      *ctx.saved_tensors, need_alpha, need_x)
     return (grad_alpha if need_alpha else None,
             grad_x if need_x else None) + (None,) * 13
 

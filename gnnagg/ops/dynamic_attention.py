@@ -26,6 +26,7 @@ from torch import Tensor
 from .csr import CSRGraph
 from .library import (backward_kernel, call_operator, chunk_length,
                       eager_function, recorded_gradients)
+from .spmm import _use_sparse
 
 #: Elements of one chunk's ``E_chunk x H x C`` pre-activation on the CPU
 #: (:func:`~gnnagg.ops.library.chunk_length` scales it for other devices).
@@ -36,24 +37,39 @@ def _preactivation_chunks(x_src, x_dst, edge_attr, edge_weight, col, row,
                           buffer: Tensor):
     """Yield ``(part, s)``: the pre-activation ``s`` of the edges in the slice
     ``part``, chunk after chunk of ``len(buffer)`` edges, formed in
-    ``buffer``, which every chunk reuses (the caller may overwrite it)."""
+    ``buffer``, which every chunk reuses (the caller may overwrite it).
+
+    On the CPU the destination term is added in place as a sparse product,
+    ``s += P x_dst`` with ``P`` the chunk's ``E_chunk x N_dst`` selection
+    matrix, and the edge term by ``addmm_``: no gathered copy of ``x_dst``
+    (on 128 molecules the chunk took 186 instead of 324 us, and the
+    copy's fresh pages cost up to 1.7 ms more where the heap had been
+    trimmed)."""
     num_edges = col.numel()
     step = max(1, buffer.size(0))
-    addend = torch.empty_like(buffer)
     # gathered as rows of H C values: on small graphs, two-threaded
     # index_select took 5 times longer on (E, H, C) tensors than on their
     # (E, H C) views
     flat_src, flat_dst = x_src.flatten(1), x_dst.flatten(1)
+    in_place = _use_sparse(flat_dst)
+    addend = None if in_place else torch.empty_like(buffer)
     for start in range(0, num_edges, step):
         part = slice(start, min(start + step, num_edges))
         count = part.stop - start
-        s, t = buffer[:count], addend[:count]
-        torch.index_select(flat_src, 0, col[part], out=s.view(count, -1))
-        s += torch.index_select(flat_dst, 0, row[part],
-                                out=t.view(count, -1)).view_as(s)
+        s = buffer[:count]
+        rows = s.view(count, -1)
+        torch.index_select(flat_src, 0, col[part], out=rows)
+        if addend is None:
+            selection = torch.sparse_csr_tensor(
+                torch.arange(count + 1, device=col.device), row[part],
+                flat_dst.new_ones(count), (count, flat_dst.size(0)),
+                check_invariants=False)
+            torch.addmm(rows, selection, flat_dst, out=rows)
+        else:
+            rows += torch.index_select(flat_dst, 0, row[part],
+                                       out=addend[:count].view(count, -1))
         if edge_attr is not None:
-            s += torch.mm(edge_attr[part], edge_weight.t(),
-                          out=t.view(count, -1)).view_as(s)
+            rows.addmm_(edge_attr[part], edge_weight.t())
         yield part, s
 
 

@@ -354,43 +354,54 @@ def _extremes_backward(grad: Tensor, x: Tensor, out: Tensor, col: Tensor,
     grad_x = torch.zeros_like(x)
     ties = torch.zeros_like(grad)
 
-    def winners(slots: Union[slice, Tensor]) -> List[Tensor]:
-        """Per extreme, 1 where a slot holds it, else 0."""
+    def winners(slots: Union[slice, Tensor]) -> Tuple[List[Tensor], Tensor]:
+        """Per extreme, 1 where a slot holds it, else 0; and a spare buffer
+        of their shape. Each comparison is written over one of its own
+        inputs: K + 1 slot-sized tensors for K extremes, not 2K + 2 (on
+        the molecule batch, fresh memory to fault in costs more than the
+        comparisons)."""
         gathered = x.index_select(0, col[slots])
         segments = index[slots]
-        return [torch.eq(gathered, extreme.index_select(0, segments),
-                         out=torch.empty_like(gathered)) for extreme in out]
+        won = []
+        for k, extreme in enumerate(out):
+            at_slots = extreme.index_select(0, segments)
+            last = k == len(out) - 1  # the gathered values are done with
+            won.append(torch.eq(gathered, at_slots,
+                                out=gathered if last else at_slots))
+        return won, at_slots
 
     def count_ties(slots: Union[slice, Tensor], won: List[Tensor]) -> None:
         for tie_count, won_k in zip(ties, won):
             tie_count.index_add_(0, index[slots], won_k)
 
     def add_shares(slots: Union[slice, Tensor], won: List[Tensor],
-                   per_segment: Tensor) -> None:
+                   spare: Tensor, per_segment: Tensor) -> None:
         segments = index[slots]
-        shares = won[0].mul_(per_segment[0].index_select(0, segments))
+        shares = won[0].mul_(torch.index_select(per_segment[0], 0, segments,
+                                                out=spare))
         for won_k, share in zip(won[1:], per_segment[1:]):
-            shares.addcmul_(won_k, share.index_select(0, segments))
+            shares.addcmul_(won_k, torch.index_select(share, 0, segments,
+                                                      out=spare))
         grad_x.index_add_(0, col[slots], shares)
 
     step = chunk_length(CHUNK_SLOTS, x.device)
     if col.numel() <= step:
-        won = winners(slice(None))
+        won, spare = winners(slice(None))
         count_ties(slice(None), won)
-        add_shares(slice(None), won, grad / ties.clamp_(min=1))
+        add_shares(slice(None), won, spare, grad / ties.clamp_(min=1))
         return grad_x
     for start in range(0, col.numel(), step):
         slots = slice(start, start + step)
-        won = winners(slots)
+        won, spare = winners(slots)
         count_ties(slots, won)
-        add_shares(slots, won, grad)
+        add_shares(slots, won, spare, grad)
     tied = (ties > 1).reshape(ties.size(0), ties.size(1), -1).any(2).any(0)
     tied_slots = tied.index_select(0, index).nonzero().view(-1)
     if tied_slots.numel() > 0:  # a host sync, in backward only
         excess = grad * (ties.clamp_(min=1).reciprocal_() - 1)
         for start in range(0, tied_slots.numel(), step):
             part = tied_slots[start:start + step]
-            add_shares(part, winners(part), excess)
+            add_shares(part, *winners(part), excess)
     return grad_x
 
 

@@ -133,10 +133,13 @@ def _share(grad: Tensor, src: Tensor, out: Tensor, index: Tensor,
         counts = _counts(index, rowptr, num_segments, grad.dtype)
         return (grad / counts.view((-1,) + (1,) * (grad.dim() - 1))) \
             .index_select(0, index)
-    winners = src == out.index_select(0, index)
-    ties = _reduce(winners.to(grad.dtype), index, rowptr, num_segments,
-                   "sum")
-    return (grad / ties.clamp(min=1)).index_select(0, index).mul_(winners)
+    # 1 where a message holds its extreme, written over the gathered
+    # extremes: two message-sized tensors in all (fresh memory costs more
+    # than the comparison on small graphs); piecewise constant, no gradient
+    winners = out.detach().index_select(0, index)
+    torch.eq(src.detach(), winners, out=winners)
+    ties = _reduce(winners, index, rowptr, num_segments, "sum")
+    return (grad / ties.clamp_(min=1)).index_select(0, index).mul_(winners)
 
 
 def _reduce_setup(ctx, inputs, output):

@@ -150,25 +150,10 @@ def test_generic_implementation_matches_cpu(name, op, args):
             torch.testing.assert_close(a, b)
 
 
-def test_gradcheck_of_every_differentiable_operator():
-    for name, op, args in CALLS:
-        if name.startswith("segment_topm") or name.endswith("backward"):
-            continue
-        inputs = [a for a in args if isinstance(a, torch.Tensor)
-                  and a.requires_grad]
-
-        def call(*leaves, args=args, op=op):
-            it = iter(leaves)
-            return op(*[next(it) if isinstance(a, torch.Tensor) and
-                        a.requires_grad else a for a in args])
-        for generic in (False, True):
-            with use_generic(generic):
-                assert torch.autograd.gradcheck(call, inputs), name
-
-
-def test_gradgradcheck_of_every_differentiable_operator():
-    """Second derivatives (a backward pass that is itself recorded) of
-    every operator, CPU and generic implementations."""
+def test_gradcheck_and_gradgradcheck_of_every_differentiable_operator():
+    """First and second derivatives (a backward pass that is itself
+    recorded) of every operator's differentiable outputs, CPU and generic
+    implementations."""
     for name, op, args in CALLS:
         if name.startswith("segment_topm") or name.endswith("backward"):
             continue
@@ -183,6 +168,7 @@ def test_gradgradcheck_of_every_differentiable_operator():
                 if isinstance(out, (list, tuple)) else out
         for generic in (False, True):
             with use_generic(generic):
+                assert torch.autograd.gradcheck(call, inputs), name
                 assert torch.autograd.gradgradcheck(call, inputs), name
 
 

@@ -193,8 +193,10 @@ def _tangnn_case(channels=64, m=32):
                                                        channels)
 
 
-def _sage_case(aggregation: str, channels=64):
-    """PyG's SAGEConv with the aggregation of each side as ``aggr=``."""
+def _sage_case(aggregation: str, channels=64, sorted_edges=False):
+    """PyG's SAGEConv with the aggregation of each side as ``aggr=``; with
+    ``sorted_edges`` the edges come as PyG's ``EdgeIndex`` sorted by
+    destination, so that ``MessagePassing`` hands both the CSR ``ptr``."""
     def make(impl: str):
         if impl == "pyg":
             import torch_geometric.nn.aggr as pyg_aggr
@@ -227,6 +229,11 @@ def _sage_case(aggregation: str, channels=64):
         # the aggregation reads x itself: x needs a gradient for the
         # aggregation's backward to run (and be timed)
         (x, edge_index), kwargs = _node_features(graph, device, channels)
+        if sorted_edges:
+            from torch_geometric import EdgeIndex
+            num_nodes = x.size(0)
+            edge_index = EdgeIndex(edge_index, sparse_size=(
+                num_nodes, num_nodes)).sort_by("col")[0]
         return (x.requires_grad_(), edge_index), kwargs
 
     return build, inputs
@@ -248,6 +255,10 @@ CASES: Dict[str, Tuple[Callable, Callable]] = {
     **{f"aggr={name}": _sage_case(name) for name in (
         "sum", "mean", "min", "max", "var", "std", "softmax", "powermean",
         "multi")},
+    # the same with the edges sorted by destination (an EdgeIndex): the
+    # aggregations get PyG's CSR ``ptr`` and reduce contiguous segments
+    **{f"aggr={name}-sorted": _sage_case(name, sorted_edges=True)
+       for name in ("sum", "mean", "max")},
 }
 
 

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import SHARED, needs_cora
 
@@ -101,3 +102,21 @@ def test_counts_below_one_are_refused_naming_the_argument(script, argv,
         script.main(argv)
     err = capsys.readouterr().err
     assert f"argument {argv[0]}: must be at least 1" in err
+
+
+def test_sorted_speed_cases_hand_the_aggregation_its_ptr(monkeypatch):
+    """``aggr=NAME-sorted`` measures the sorted path: PyG's MessagePassing
+    passes the CSR ``ptr`` of the destination-sorted EdgeIndex."""
+    import gnnagg.nn.aggr.base as base
+    seen = []
+    original = base.SegmentAggregation.forward
+
+    def spy(self, x, index=None, ptr=None, dim_size=None, dim=-2):
+        seen.append(ptr is not None)
+        return original(self, x, index, ptr, dim_size, dim)
+    monkeypatch.setattr(base.SegmentAggregation, "forward", spy)
+    build, inputs = speed.CASES["aggr=mean-sorted"]
+    graph = speed.GRAPHS["molecules"]()
+    args, kwargs = inputs(graph, torch.device("cpu"))
+    build("gnnagg", graph)(*args, **kwargs)
+    assert seen == [True]

@@ -447,3 +447,21 @@ def test_message_moments_match_their_definition(num_segments, num_messages,
     grads = [torch.randn_like(t) for t in got]
     torch.testing.assert_close(torch.autograd.grad(got, x, grads)[0],
                                torch.autograd.grad(want, x, grads)[0])
+
+
+@pytest.mark.parametrize("reduce", ["sum", "mean", "max", "min"])
+@pytest.mark.parametrize("shape", [(), (3,), (2, 3)])
+def test_native_segment_reduce_as_sparse_product_matches_segment_reduce(
+        reduce, shape):
+    """The CPU's sparse-product segment reduction (float rows) gives
+    ``torch.segment_reduce``'s values, 0 for empty segments, any trailing
+    shape, and a non-contiguous input."""
+    from gnnagg.ops.backend import _sparse_segment_reduce
+    rowptr = torch.tensor([0, 2, 2, 5, 6, 6])
+    src = torch.randn((6,) + shape + (2,), dtype=torch.double)[..., 0]
+    assert not src.is_contiguous() or not shape
+    want = torch.segment_reduce(src, reduce, offsets=rowptr)
+    want = torch.where((rowptr.diff() > 0).view((-1,) + (1,) * len(shape)),
+                       want, 0.0)
+    torch.testing.assert_close(_sparse_segment_reduce(src, rowptr, reduce),
+                               want)

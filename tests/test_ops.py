@@ -9,6 +9,7 @@ from gnnagg.ops import (build_csr, clamped_power, csr_view,
                         neighbor_stats,
                         permute_rows, segment_reduce, segment_softmax,
                         set_backend, weighted_aggregate)
+import gnnagg.ops.backend as backend
 from gnnagg.ops.backend import get_backend, has_torch_scatter, uses_torch_scatter
 
 from conftest import random_graph, skewed_graph
@@ -137,7 +138,7 @@ def test_segment_reduce_matches_scatter_and_zero_fills(reduce):
                                expected)
 
 
-def test_backend_switch_validates_names():
+def test_backend_switch_validates_names(monkeypatch):
     with pytest.raises(ValueError, match="unknown backend"):
         set_backend("cupy")
     if not has_torch_scatter():
@@ -147,7 +148,11 @@ def test_backend_switch_validates_names():
     assert get_backend() == "torch"
     assert not uses_torch_scatter("mean", torch.device("cpu"))
     set_backend("auto")
-    # auto takes torch-scatter only where measured faster, and if installed
+    # auto takes torch-scatter only where measured faster (nowhere on the
+    # CPU now), and only if installed
+    assert not uses_torch_scatter("mean", torch.device("cpu"))
+    monkeypatch.setattr(backend, "TORCH_SCATTER_FASTER",
+                        frozenset({("mean", "cpu")}))
     assert uses_torch_scatter("mean", torch.device("cpu")) == has_torch_scatter()
     assert not uses_torch_scatter("max", torch.device("cpu"))
 

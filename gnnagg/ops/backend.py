@@ -18,8 +18,14 @@ from typing import FrozenSet, Tuple
 import torch
 from torch import Tensor
 
+from .csr import csr_matrix
+
 BACKENDS = ("auto", "torch", "torch_scatter")
 REDUCTIONS = ("sum", "mean", "max", "min", "prod")
+
+#: each reduction's name in ``torch.sparse.mm(..., reduce)`` (a mean is a
+#: sum divided afterwards)
+SPARSE_REDUCE = {"sum": "sum", "mean": "sum", "max": "amax", "min": "amin"}
 
 #: ``(reduction, device type)`` pairs where ``segment_csr`` of torch-scatter
 #: beats the native kernel in ``benchmarks/backends.py``. Against
@@ -100,11 +106,10 @@ def _sparse_segment_reduce(src: Tensor, rowptr: Tensor, reduce: str) -> Tensor:
     """Sum, mean, maximum or minimum of the segments as a CSR product with
     reduction; empty segments give 0."""
     num_segments, length = rowptr.numel() - 1, src.size(0)
-    segments = torch.sparse_csr_tensor(
-        rowptr, torch.arange(length, device=src.device),
-        src.new_ones(length), (num_segments, length), check_invariants=False)
-    how = {"sum": "sum", "mean": "sum", "max": "amax", "min": "amin"}[reduce]
-    out = torch.sparse.mm(segments, src.reshape(length, -1), how).view(
+    segments = csr_matrix(rowptr, torch.arange(length, device=src.device),
+                          src.new_ones(length), (num_segments, length))
+    out = torch.sparse.mm(segments, src.reshape(length, -1),
+                          SPARSE_REDUCE[reduce]).view(
         (num_segments,) + tuple(src.shape[1:]))
     if reduce == "mean":
         counts = rowptr.diff().clamp(min=1).to(src.dtype)

@@ -215,6 +215,16 @@ def segment_ids(rowptr: Tensor, num_items: int) -> Tensor:
         rowptr.diff(), output_size=num_items)
 
 
+def csr_matrix(rowptr: Tensor, col: Tensor, values: Tensor,
+               shape: Tuple[int, int]) -> Tensor:
+    """The sparse CSR matrix of a structure already known to be valid (a
+    CSR view's, or one built from it): no invariant checks, no host sync.
+    ``values`` of ones make it a 0/1 pattern (an adjacency, a segment
+    matrix) for products with or without reduction."""
+    return torch.sparse_csr_tensor(rowptr, col, values, shape,
+                                   check_invariants=False)
+
+
 def index_counts(index: Tensor, length: int,
                  dtype: torch.dtype = torch.long) -> Tensor:
     """Occurrences of each value of ``index`` in ``[0, length)``, by a

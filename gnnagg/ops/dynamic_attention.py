@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .csr import CSRGraph
+from .csr import CSRGraph, csr_matrix
 from .library import (backward_kernel, call_operator, chunk_length,
                       eager_function, recorded_gradients)
 from .spmm import _use_sparse
@@ -60,10 +60,9 @@ def _preactivation_chunks(x_src, x_dst, edge_attr, edge_weight, col, row,
         rows = s.view(count, -1)
         torch.index_select(flat_src, 0, col[part], out=rows)
         if addend is None:
-            selection = torch.sparse_csr_tensor(
+            selection = csr_matrix(
                 torch.arange(count + 1, device=col.device), row[part],
-                flat_dst.new_ones(count), (count, flat_dst.size(0)),
-                check_invariants=False)
+                flat_dst.new_ones(count), (count, flat_dst.size(0)))
             torch.addmm(rows, selection, flat_dst, out=rows)
         else:
             rows += torch.index_select(flat_dst, 0, row[part],

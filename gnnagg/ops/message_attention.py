@@ -34,9 +34,10 @@ from typing import List, Optional
 import torch
 from torch import Tensor
 
+from .csr import csr_matrix
+from .library import recorded_gradients
 from .segment import reduce_messages
 from .softmax import _softmax, message_softmax
-from .library import recorded_gradients
 from .spmm import _use_sparse
 
 def _row_dots(a: Tensor, b: Tensor, chunk: int = 1 << 15) -> Tensor:
@@ -77,10 +78,8 @@ def _attend(x: Tensor, aux: Tensor, t: Tensor, keep: Optional[Tensor],
     out = x.new_zeros(num_dst, heads, x.size(1))
     if sparse:
         for h in range(heads):
-            adj = torch.sparse_csr_tensor(rowptr, col,
-                                          alpha[:, h].contiguous(),
-                                          (num_dst, x.size(0)),
-                                          check_invariants=False)
+            adj = csr_matrix(rowptr, col, alpha[:, h].contiguous(),
+                             (num_dst, x.size(0)))
             out[:, h] = adj @ x
     else:
         rows = x.index_select(0, col)

@@ -12,7 +12,8 @@ over the messages for both,
 :math:`\partial/\partial x_k = \tfrac{1}{d_i}\big(g^\mu_i + 2 g^v_i (x_k -
 \mu_i)\big)`;
 when they are also sorted by destination (a CSR ``rowptr``), the CPU runs
-``torch.segment_reduce`` (or torch-scatter, :mod:`gnnagg.ops.backend`),
+the native segment reduction (sparse products with reduction for float
+values; or torch-scatter, :mod:`gnnagg.ops.backend`),
 otherwise, and on every other device, a scatter. ``gather_reduce`` reduces
 node values over each node's in-neighbours (slot ``k`` reads ``x[col[k]]``)
 without forming the gathered ``E x F`` tensor on the CPU (sparse-matrix
@@ -42,8 +43,8 @@ from typing import List, Optional, Tuple, Union
 import torch
 from torch import Tensor
 
-from .backend import native_segment_reduce
-from .csr import index_counts, segment_ids
+from .backend import SPARSE_REDUCE, native_segment_reduce
+from .csr import csr_matrix, index_counts, segment_ids
 from .library import (backward_kernel, call_operator, chunk_length,
                       eager_function, generic_forced, recorded_gradients,
                       records_grad)
@@ -54,7 +55,6 @@ REDUCTIONS = ("sum", "mean", "max", "min")
 #: ``index_add`` forward+backward on 128 molecules); above, ``index_add``
 #: (0.84x ``scatter_add``'s at ogbn-arxiv scale)
 SMALL_SCATTER = 1 << 22
-_SPARSE_REDUCE = {"sum": "sum", "max": "amax", "min": "amin"}
 
 
 def _check_reduce(reduce: str) -> None:
@@ -269,8 +269,7 @@ def _gather_reduce(x: Tensor, col: Tensor, index: Tensor,
 
 def _adjacency(rowptr: Tensor, col: Tensor, like: Tensor,
                shape) -> Tensor:
-    return torch.sparse_csr_tensor(rowptr, col, like.new_ones(col.numel()),
-                                   shape, check_invariants=False)
+    return csr_matrix(rowptr, col, like.new_ones(col.numel()), shape)
 
 
 @_gather_reduce.register_kernel("cpu")
@@ -284,8 +283,7 @@ def _gather_reduce_cpu(x, col, index, rowptr, rowptr_t, col_t, num_segments,
     if reduce == "extremes":
         return torch.stack([torch.sparse.mm(adjacency, rows, how).view(shape)
                             for how in ("amax", "amin")])
-    how = "sum" if reduce == "mean" else reduce
-    out = torch.sparse.mm(adjacency, rows, _SPARSE_REDUCE[how]).view(shape)
+    out = torch.sparse.mm(adjacency, rows, SPARSE_REDUCE[reduce]).view(shape)
     if reduce == "mean":
         out = out / _counts(index, rowptr, num_segments, x.dtype).view(
             (-1,) + (1,) * (x.dim() - 1))

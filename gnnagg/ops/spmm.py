@@ -24,7 +24,7 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor
 
-from .csr import CSRGraph
+from .csr import CSRGraph, csr_matrix
 from .library import (backward_kernel, call_operator, eager_function,
                       generic_forced, recorded_gradients, records_grad)
 
@@ -39,11 +39,6 @@ HEAD_BLOCK_ENTRIES = 1 << 19
 
 #: dtypes PyTorch's CPU CSR products (``addmm``, ``sampled_addmm``) take
 _SPARSE_DTYPES = (torch.float32, torch.float64)
-
-
-def _sparse(rowptr: Tensor, col: Tensor, values: Tensor, shape) -> Tensor:
-    return torch.sparse_csr_tensor(rowptr, col, values, shape,
-                                   check_invariants=False)
 
 
 def _generic(alpha: Tensor, x: Tensor, col: Tensor, row: Tensor,
@@ -72,7 +67,8 @@ def _block_product(rowptr: Tensor, col: Tensor, values: Tensor,
     """The head-block matrix (:meth:`CSRGraph.head_blocks`) with
     ``values`` times ``x`` (``(N, H, C)``): one SpMM for all heads."""
     heads, channels = x.size(1), x.size(2)
-    adj = _sparse(rowptr, col, values, (num_rows * heads, x.size(0) * heads))
+    adj = csr_matrix(rowptr, col, values,
+                     (num_rows * heads, x.size(0) * heads))
     return (adj @ x.flatten(0, 1)).view(num_rows, heads, channels)
 
 
@@ -93,7 +89,7 @@ def _weighted_aggregate_kernel(
     out = x.new_empty((num_dst,) + tuple(x.shape[1:]))
     shape = (num_dst, x.size(0))
     for h in range(x.size(1)):
-        adj = _sparse(rowptr, col, alpha[:, h].contiguous(), shape)
+        adj = csr_matrix(rowptr, col, alpha[:, h].contiguous(), shape)
         out[:, h] = adj @ x[:, h]
     return out
 
@@ -125,7 +121,7 @@ def _weighted_aggregate_grads(
         if sparse and block_rowptr is not None and block_col is not None \
                 and block_slot is not None:
             rows, cols = grad_out.flatten(0, 1), x.flatten(0, 1)
-            pattern = _sparse(block_rowptr, block_col, alpha.new_zeros(
+            pattern = csr_matrix(block_rowptr, block_col, alpha.new_zeros(
                 ()).expand(block_col.numel()), (rows.size(0), cols.size(0)))
             sampled = torch.sparse.sampled_addmm(pattern, rows, cols.t(),
                                                  beta=0.0).values()
@@ -133,7 +129,7 @@ def _weighted_aggregate_grads(
                 0, block_slot, sampled).view(alpha.shape)
         elif sparse:
             grad_alpha = alpha.new_empty(alpha.shape)
-            pattern = _sparse(rowptr, col, alpha.new_zeros(()).expand(
+            pattern = csr_matrix(rowptr, col, alpha.new_zeros(()).expand(
                 col.numel()), (rowptr.numel() - 1, x.size(0)))
             for h in range(x.size(1)):
                 grad_alpha[:, h] = torch.sparse.sampled_addmm(
@@ -154,8 +150,8 @@ def _weighted_aggregate_grads(
             shape = (x.size(0), rowptr.numel() - 1)
             alpha_t = alpha.index_select(0, slot_t)  # one gather, all heads
             for h in range(x.size(1)):
-                adj_t = _sparse(rowptr_t, col_t, alpha_t[:, h].contiguous(),
-                                shape)
+                adj_t = csr_matrix(rowptr_t, col_t,
+                                   alpha_t[:, h].contiguous(), shape)
                 grad_x[:, h] = adj_t @ grad_out[:, h]
         else:
             grad_x = _generic(alpha, grad_out, row, col, x.size(0))

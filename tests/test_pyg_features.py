@@ -5,7 +5,11 @@ themselves from a MultiAggregation, double backward. Each case is checked
 against PyG's own class with the same weights."""
 import copy
 import io
+import json
+import pathlib
 import pickle
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -439,3 +443,26 @@ def test_torch_func_grad_as_pyg(name):
             lambda v, m=module, r=rest: m(v, *r).pow(2).sum())(x))
     assert grads[1].abs().sum() > 0
     torch.testing.assert_close(*grads)
+
+
+FIRST_CALLS = """
+import json, sys, warnings
+from test_dtypes import PAIRS, inputs
+side = int(sys.argv[1])
+with warnings.catch_warnings(record=True) as caught:
+    for name, makers in sorted(PAIRS.items()):
+        makers[side]()(*inputs(name)).sum().backward()
+print(json.dumps(sorted({str(w.message) for w in caught
+                         if not issubclass(w.category, DeprecationWarning)})))
+"""
+
+
+def test_first_calls_warn_nothing_pyg_does_not():
+    """A fresh process's first forward and backward through every layer and
+    aggregation shows the user no warning (torch's sparse-beta notice, for
+    one) that the same calls of PyG's classes do not show."""
+    shown = [set(json.loads(subprocess.run(
+        [sys.executable, "-c", FIRST_CALLS, str(side)], check=True,
+        capture_output=True, text=True,
+        cwd=pathlib.Path(__file__).parent).stdout)) for side in (0, 1)]
+    assert shown[0] <= shown[1], shown[0] - shown[1]

@@ -18,6 +18,7 @@ is used only while the tensor holds the same edges as when it was built.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -27,6 +28,13 @@ from torch_geometric import EdgeIndex
 from torch_geometric.typing import SparseTensor
 from torch_geometric.utils import (cumsum, is_torch_sparse_tensor,
                                    to_edge_index)
+
+# PyTorch warns once per process that sparse CSR tensors are in beta; every
+# gnnagg layer builds them internally, so a user would see it on the first
+# call of a layer whose PyG twin warns nothing (PyG silences torch's own
+# sparse-beta warning the same way in ``torch_geometric.utils._scatter``).
+warnings.filterwarnings(
+    "ignore", message=".*Sparse CSR tensor support is in beta state.*")
 
 #: ``edge_index`` -> the CSR views built from it, held weakly (an entry
 #: goes with its tensor); nothing is stored on the caller's tensors.

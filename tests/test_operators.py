@@ -40,13 +40,17 @@ def operator_calls():
                       (values, csr.row, None, N, reduce)))
         calls.append((f"gather_reduce-{reduce}", OPS.gather_reduce,
                       (leaf(N, 3), csr.col, csr.row, csr.rowptr, rowptr_t,
-                       col_t, N, reduce)))
+                       col_t, slot_t, N, reduce)))
     for form, rowptr in (("sorted", csr.rowptr), ("scatter", None)):
         calls.append((f"moments-{form}", OPS.moments,
                       (leaf(E, 3), csr.row, rowptr, N)))
+    for reduce in ("max", "min", "extremes"):  # without the transpose
+        calls.append((f"gather_reduce-{reduce}-chunks", OPS.gather_reduce,
+                      (leaf(N, 3), csr.col, csr.row, csr.rowptr, None, None,
+                       None, N, reduce)))
     calls.append(("gather_reduce-extremes", OPS.gather_reduce,
-                  (leaf(N, 3), csr.col, csr.row, csr.rowptr, None, None, N,
-                   "extremes")))
+                  (leaf(N, 3), csr.col, csr.row, csr.rowptr, rowptr_t,
+                   col_t, slot_t, N, "extremes")))
     calls.append(("softmax-sorted", OPS.softmax,
                   (leaf(E, 2), csr.row, csr.rowptr, N)))
     calls.append(("softmax-scatter", OPS.softmax,
@@ -261,7 +265,7 @@ def test_dispatch_free_gather_reduce_equals_the_operator(reduce):
     graph = skewed_graph(30, seed=1)
     csr = build_csr(graph, 30, 30)
     x = torch.randint(0, 3, (30, 5)).double().requires_grad_()  # ties
-    args = (csr.col, csr.row, csr.rowptr, *csr.transpose[:2], 30, reduce)
+    args = (csr.col, csr.row, csr.rowptr, *csr.transpose, 30, reduce)
     assert dispatch_free(x)
     fast = segment._gather_reduce_call(x, *args)
     assert type(fast.grad_fn).__name__ == "_GatherReduceFunctionBackward"

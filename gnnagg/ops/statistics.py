@@ -120,7 +120,7 @@ def neighbor_stats(x: Tensor, csr: CSRGraph,
                          f"{x.size(0)}")
     transpose = None
     if records_grad(x) and x.device.type == "cpu":
-        transpose = csr.transpose[:2]
+        transpose = csr.transpose
     def reduce(values: Tensor, how: str) -> Tensor:
         return gather_reduce(values, csr.col, csr.row, csr.num_dst, how,
                              csr.rowptr, transpose)
@@ -133,7 +133,8 @@ def neighbor_stats(x: Tensor, csr: CSRGraph,
 
     return _stats(reduce, x, lambda: csr.degree, _check(stats), moments,
                   lambda t: gather_extremes(t, csr.col, csr.row,
-                                            csr.num_dst, csr.rowptr))
+                                            csr.num_dst, csr.rowptr,
+                                            transpose))
 
 
 def shift_stats(stats: Dict[str, Tensor], shift: Tensor,

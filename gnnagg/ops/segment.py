@@ -594,9 +594,9 @@ def gather_reduce(x: Tensor, col: Tensor, index: Tensor, num_segments: int,
     without it, or above one chunk of slots, max and min go through the
     slots in chunks."""
     _check_reduce(reduce)
-    return _gather_reduce_call(x, col, index, rowptr,
-                               *(transpose or (None, None, None)),
-                               num_segments, reduce)
+    rowptr_t, col_t, slot_t = transpose or (None, None, None)
+    return _gather_reduce_call(x, col, index, rowptr, rowptr_t, col_t,
+                               slot_t, num_segments, reduce)
 
 
 def gather_extremes(x: Tensor, col: Tensor, index: Tensor, num_segments: int,
@@ -608,10 +608,13 @@ def gather_extremes(x: Tensor, col: Tensor, index: Tensor, num_segments: int,
     both come from one operator whose backward gathers each chunk of
     neighbour rows once for both; within one chunk, from two, which cost
     less than one whose output and gradient are stacked."""
-    structure = (x, col, index, rowptr, *(transpose or (None, None, None)),
-                 num_segments)
+    rowptr_t, col_t, slot_t = transpose or (None, None, None)
+
+    def extreme(reduce: str) -> Tensor:
+        return _gather_reduce_call(x, col, index, rowptr, rowptr_t, col_t,
+                                   slot_t, num_segments, reduce)
+
     if col.numel() <= chunk_length(CHUNK_SLOTS, x.device):
-        return (_gather_reduce_call(*structure, "max"),
-                _gather_reduce_call(*structure, "min"))
-    both = _gather_reduce_call(*structure, "extremes")
+        return extreme("max"), extreme("min")
+    both = extreme("extremes")
     return both[0], both[1]

@@ -44,6 +44,11 @@ def operator_calls():
     for form, rowptr in (("sorted", csr.rowptr), ("scatter", None)):
         calls.append((f"moments-{form}", OPS.moments,
                       (leaf(E, 3), csr.row, rowptr, N)))
+    for form, structure in (("sorted", (csr.rowptr, rowptr_t, col_t)),
+                            ("sorted-chunks", (csr.rowptr, None, None)),
+                            ("scatter", (None, None, None))):
+        calls.append((f"gather_moments-{form}", OPS.gather_moments,
+                      (leaf(N, 3), csr.col, csr.row, *structure, N)))
     for reduce in ("max", "min", "extremes"):  # without the transpose
         calls.append((f"gather_reduce-{reduce}-chunks", OPS.gather_reduce,
                       (leaf(N, 3), csr.col, csr.row, csr.rowptr, None, None,
@@ -375,8 +380,8 @@ def test_dispatch_free_weighted_aggregate_only_without_autocast():
 def _dispatch_free_cases():
     """(name, public call, the same through the dispatcher, inputs that
     take gradients) for the operators that eager CPU calls run past it."""
-    from gnnagg.ops import (gatv2_score, message_moments, message_softmax,
-                            reduce_messages)
+    from gnnagg.ops import (gather_moments, gatv2_score, message_moments,
+                            message_softmax, reduce_messages)
     csr = graph()
     E, N = csr.num_edges, csr.num_dst
     logits = torch.randint(0, 3, (E, 2)).double().requires_grad_()  # ties
@@ -398,6 +403,15 @@ def _dispatch_free_cases():
             lambda r=rowptr: message_moments(logits, csr.row, N, r)[1],
             lambda r=rowptr: OPS.moments(logits, csr.row, r, N)[1],
             (logits,)))
+    for moment in (0, 1):
+        cases.append((
+            f"gather_moments-{moment}",
+            lambda m=moment: gather_moments(x_src, csr.col, csr.row, N,
+                                            csr.rowptr, csr.transpose)[m],
+            lambda m=moment: OPS.gather_moments(x_src, csr.col, csr.row,
+                                                csr.rowptr,
+                                                *csr.transpose[:2], N)[m],
+            (x_src,)))
     cases.append(("gatv2_score", lambda: gatv2_score(x_src, x_dst, att, csr),
                   lambda: OPS.gatv2_score(x_src, x_dst, att, csr.col, csr.row,
                                           None, None, 0.2, True)[0],

@@ -12,9 +12,9 @@ from .statistics import (message_stats, neighbor_stats, segment_stats,
                          shift_stats)
 from .library import generic_forced, use_generic
 from .message_attention import message_attention
-from .segment import (gather_extremes, gather_reduce, message_counts,
-                      message_moments, reduce_messages, segment_max,
-                      segment_min, segment_reduce)
+from .segment import (gather_extremes, gather_moments, gather_reduce,
+                      message_counts, message_moments, reduce_messages,
+                      segment_max, segment_min, segment_reduce)
 from .segment_tree import segment_tree_reduce
 from .softmax import message_softmax, segment_softmax
 from .spmm import weighted_aggregate
@@ -24,7 +24,8 @@ __all__ = [
     "CSRGraph", "build_csr", "check_edge_index", "csr_view", "csr_from_index",
     "csr_of_adjacency", "cached_views", "clear_csr_cache",
     "segment_reduce", "segment_max", "segment_min", "reduce_messages",
-    "gather_reduce", "gather_extremes", "message_counts", "message_stats",
+    "gather_reduce", "gather_extremes", "gather_moments", "message_counts",
+    "message_stats",
     "message_moments",
     "use_generic", "generic_forced",
     "set_backend", "get_backend", "has_torch_scatter",

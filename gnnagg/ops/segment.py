@@ -212,12 +212,20 @@ def _moments_setup(ctx, inputs, output):
     ctx.save_for_backward(src, index, rowptr, output[0])
 
 
+def _variance_slope_offset(grad_variance: Tensor, mean: Tensor,
+                           counts: Tensor) -> Tuple[Tensor, Tensor]:
+    r"""Per destination, the slope :math:`s = 2 g^v / d` and offset
+    :math:`o = -2 g^v \mu / d` of the variance's gradient
+    :math:`\partial v_i / \partial x_k = x_k s_i + o_i`."""
+    return ((grad_variance / counts).mul_(2),
+            (grad_variance * mean).mul_(-2).div_(counts))
+
+
 def _moments_backward(ctx, grads):
-    r""":math:`x_k s_i + o_i (+ g^\mu_i / d_i)` with slope :math:`s = 2
-    g^v / d` and offset :math:`o = -2 g^v \mu / d`, rounded as the autograd
-    of PyG's ``mean(x * x) - mean(x) ** 2`` rounds them (the two terms that
-    cancel added first), so that half-precision gradients agree with
-    PyG's."""
+    r""":math:`x_k s_i + o_i (+ g^\mu_i / d_i)`
+    (:func:`_variance_slope_offset`), rounded as the autograd of PyG's
+    ``mean(x * x) - mean(x) ** 2`` rounds it (the two terms that cancel
+    added first), so that half-precision gradients agree with PyG's."""
     grad_mean, grad_variance = grads
     if grad_mean is None and grad_variance is None:
         return None, None, None, None
@@ -226,8 +234,7 @@ def _moments_backward(ctx, grads):
         (-1,) + (1,) * (src.dim() - 1))
     grad_src = None
     if grad_variance is not None:
-        slope = (grad_variance / counts).mul_(2)
-        offset = (grad_variance * mean).mul_(-2).div_(counts)
+        slope, offset = _variance_slope_offset(grad_variance, mean, counts)
         grad_src = slope.index_select(0, index).mul_(src).add_(
             offset.index_select(0, index))
     if grad_mean is not None:
@@ -491,6 +498,96 @@ _GatherReduceFunction = eager_function(
     _gather_reduce_autograd)
 
 
+def _gathered_moments(x: Tensor, col: Tensor, index: Tensor,
+                      rowptr: Optional[Tensor],
+                      num_segments: int) -> List[Tensor]:
+    """Mean and variance of the gathered ``x[col]`` by ``index``: on the
+    CPU with sorted slots two sparse sums (of ``x`` and ``x * x``), no
+    ``E x F`` tensor; else the generic scatters of the gathered rows."""
+    if rowptr is None or x.device.type != "cpu" or generic_forced():
+        return _scattered_moments(x.index_select(0, col), index,
+                                  num_segments)
+    adjacency = _adjacency(rowptr, col, x, (num_segments, x.size(0)))
+    shape = (num_segments,) + tuple(x.shape[1:])
+
+    def total(values: Tensor) -> Tensor:
+        return torch.sparse.mm(adjacency, values.flatten(1), "sum") \
+            .view(shape)
+
+    return moments_of_sums(total(x), total(x * x),
+                           _counts(index, rowptr, num_segments, x.dtype))
+
+
+@torch.library.custom_op("gnnagg::gather_moments", mutates_args=())
+def _gather_moments(x: Tensor, col: Tensor, index: Tensor,
+                    rowptr: Optional[Tensor], rowptr_t: Optional[Tensor],
+                    col_t: Optional[Tensor],
+                    num_segments: int) -> List[Tensor]:
+    return _gathered_moments(x, col, index, None, num_segments)
+
+
+@_gather_moments.register_kernel("cpu")
+def _gather_moments_cpu(x, col, index, rowptr, rowptr_t, col_t,
+                        num_segments):
+    return _gathered_moments(x, col, index, rowptr, num_segments)
+
+
+@_gather_moments.register_fake
+def _gather_moments_fake(x, col, index, rowptr, rowptr_t, col_t,
+                         num_segments):
+    shape = (num_segments,) + tuple(x.shape[1:])
+    return [x.new_empty(shape), x.new_empty(shape)]
+
+
+def _gather_moments_setup(ctx, inputs, output):
+    x, col, index, rowptr, rowptr_t, col_t, num_segments = inputs
+    ctx.set_materialize_grads(False)  # no zero gradient of an unused moment
+    ctx.save_for_backward(x, col, index, rowptr, rowptr_t, col_t, output[0])
+
+
+def _gather_moments_backward(ctx, grads):
+    r""":math:`\partial x_j = x_j \odot (A^\top s)_j + (A^\top (o +
+    g^\mu / d))_j` (:func:`_variance_slope_offset`), :math:`A^\top` the
+    backward of a neighbour sum (one transposed product on the CPU): two
+    node-sized products, no ``E x F`` tensor. A recorded backward (double
+    backward) takes the scatters, which autograd differentiates."""
+    grad_mean, grad_variance = grads
+    x, col, index, rowptr, rowptr_t, col_t, mean = ctx.saved_tensors
+    if grad_mean is None and grad_variance is None:
+        return (None,) * 7
+    transposed = backward_kernel(_gather_reduce_grad,
+                                 _gather_reduce_backward, mean)
+    if torch.is_grad_enabled():  # recorded: the differentiable scatters
+        transposed, rowptr_t, col_t = _gather_reduce_grad, None, None
+    counts = _counts(index, rowptr, mean.size(0), x.dtype).view(
+        (-1,) + (1,) * (x.dim() - 1))
+
+    def to_sources(per_segment: Tensor) -> Tensor:
+        return transposed(per_segment, x, per_segment, col, index, rowptr,
+                          rowptr_t, col_t, None, "sum")
+
+    offset = None
+    grad_x = None
+    if grad_variance is not None:
+        slope, offset = _variance_slope_offset(grad_variance, mean, counts)
+        grad_x = to_sources(slope) * x
+    if grad_mean is not None:
+        share = grad_mean / counts
+        offset = share if offset is None else offset.add_(share)
+    assert offset is not None
+    moved = to_sources(offset)
+    grad_x = moved if grad_x is None else grad_x + moved
+    return (grad_x,) + (None,) * 6
+
+
+_gather_moments.register_autograd(_gather_moments_backward,
+                                  setup_context=_gather_moments_setup)
+#: ``gnnagg::gather_moments`` past the dispatcher
+_GatherMomentsFunction = eager_function(
+    "_GatherMomentsFunction", _gather_moments_cpu, _gather_moments_setup,
+    _gather_moments_backward, returns_list=True)
+
+
 def _gather_reduce_call(x: Tensor, col: Tensor, index: Tensor,
                         rowptr: Optional[Tensor], rowptr_t: Optional[Tensor],
                         col_t: Optional[Tensor], slot_t: Optional[Tensor],
@@ -597,6 +694,21 @@ def gather_reduce(x: Tensor, col: Tensor, index: Tensor, num_segments: int,
     rowptr_t, col_t, slot_t = transpose or (None, None, None)
     return _gather_reduce_call(x, col, index, rowptr, rowptr_t, col_t,
                                slot_t, num_segments, reduce)
+
+
+def gather_moments(x: Tensor, col: Tensor, index: Tensor, num_segments: int,
+                   rowptr: Optional[Tensor] = None,
+                   transpose: Optional[Tuple[Tensor, Tensor, Tensor]] = None
+                   ) -> Tuple[Tensor, Tensor]:
+    r"""The mean and the (unfloored) variance of the gathered ``x[col]`` by
+    ``index`` (as :func:`message_moments`; arguments as
+    :func:`gather_reduce`), from one operator whose backward sends both
+    gradients to the sources with two node-sized transposed products."""
+    rowptr_t, col_t, _ = transpose or (None, None, None)
+    mean, variance = call_operator(_gather_moments, _GatherMomentsFunction,
+                                   x, col, index, rowptr, rowptr_t, col_t,
+                                   num_segments)
+    return mean, variance
 
 
 def gather_extremes(x: Tensor, col: Tensor, index: Tensor, num_segments: int,

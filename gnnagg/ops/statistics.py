@@ -11,11 +11,13 @@ For the :math:`d_i` values :math:`\mathcal{X}_i` of node :math:`i`:
 
 The first and second moments come from the sums of :math:`x` and
 :math:`x^2`, shared by every statistic that needs them: ``mean, min, max,
-std`` cost four reductions (PyG's separate aggregations: six). For
-messages both moments come from one operator
-(:func:`~gnnagg.ops.message_moments`) whose backward reads the messages
-once. Maxima and minima of neighbour values come from one operator when
-both are asked for. Empty neighbourhoods give 0 for every statistic.
+std`` cost four reductions (PyG's separate aggregations: six). Both
+moments come from one operator, whose backward reads the messages once
+(:func:`~gnnagg.ops.message_moments`) or sends both gradients to the
+neighbours with two node-sized transposed products
+(:func:`~gnnagg.ops.gather_moments`). Maxima and minima of neighbour
+values come from one operator when both are asked for. Empty
+neighbourhoods give 0 for every statistic.
 
 * :func:`message_stats` reduces messages by destination (sorted or not).
 * :func:`segment_stats` reduces per-edge values already in CSR order.
@@ -38,8 +40,8 @@ from torch import Tensor
 
 from .csr import CSRGraph, segment_ids
 from .library import records_grad
-from .segment import (gather_extremes, gather_reduce, message_counts,
-                      message_moments, moments_of_sums, reduce_messages)
+from .segment import (gather_extremes, gather_moments, gather_reduce,
+                      message_counts, message_moments, reduce_messages)
 
 STATISTICS = ("sum", "mean", "min", "max", "var", "std")
 
@@ -126,10 +128,8 @@ def neighbor_stats(x: Tensor, csr: CSRGraph,
                              csr.rowptr, transpose)
 
     def moments(values: Tensor) -> Tuple[Tensor, Tensor]:
-        mean, variance = moments_of_sums(
-            reduce(values, "sum"), reduce(values * values, "sum"),
-            csr.degree.clamp(min=1).to(values.dtype))
-        return mean, variance
+        return gather_moments(values, csr.col, csr.row, csr.num_dst,
+                              csr.rowptr, transpose)
 
     return _stats(reduce, x, lambda: csr.degree, _check(stats), moments,
                   lambda t: gather_extremes(t, csr.col, csr.row,

@@ -115,6 +115,8 @@ def operator_calls():
     degrees, order, position, _ = csr.degree_groups
     calls.append(("permute_rows", OPS.permute_rows,
                   (leaf(N, 3), order, position)))
+    calls.append(("group_products", OPS.group_products,
+                  (leaf(N, 3), leaf(3, 2, 3), [2, 0, N - 2])))
     calls.append(("segment_topm", OPS.segment_topm,
                   (torch.randn(E, 2), csr.rowptr, 2)))
     exponent = (torch.rand(1, 3, dtype=torch.double) + 0.5).requires_grad_()

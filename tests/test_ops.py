@@ -243,6 +243,27 @@ def test_degree_groups_only_where_each_group_saves_enough():
                                 max_groups=num_groups - 1)
 
 
+@pytest.mark.parametrize("autocast", [False, True])
+def test_group_products_equal_the_products_of_each_group(autocast):
+    """One product per run of rows, empty runs included, forward and
+    backward; under CPU autocast in bfloat16, as a matmul."""
+    from gnnagg.ops import group_products
+    x = torch.randn(7, 5, requires_grad=True)
+    weight = torch.randn(3, 4, 5, requires_grad=True)
+    sizes = [2, 0, 5]
+    expected = torch.cat([x[:2] @ weight[0].t(), x[2:] @ weight[2].t()])
+    grads = torch.autograd.grad(expected, (x, weight), torch.ones_like(
+        expected))
+    with torch.autocast("cpu", enabled=autocast):
+        out = group_products(x, weight, sizes)
+    assert out.dtype == (torch.bfloat16 if autocast else torch.float32)
+    tolerance = dict(atol=0.1, rtol=0.02) if autocast else {}
+    torch.testing.assert_close(out.float(), expected, **tolerance)
+    for got, want in zip(torch.autograd.grad(out, (x, weight),
+                                             torch.ones_like(out)), grads):
+        torch.testing.assert_close(got.float(), want, **tolerance)
+
+
 @pytest.mark.parametrize("max_groups", [32, 0])  # grouped, per scaler
 def test_degree_scaled_linear_matches_scaled_copies(
         max_groups, degree_groups_at_any_size):

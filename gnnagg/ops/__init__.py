@@ -4,7 +4,7 @@ from .backend import get_backend, has_torch_scatter, set_backend
 from .csr import (CSRGraph, build_csr, cached_views, check_edge_index,
                   clear_csr_cache, csr_from_index, csr_of_adjacency, csr_view)
 from .degree_linear import (MAX_DEGREE_GROUPS, degree_scaled_linear,
-                            groups_by_degree)
+                            group_products, groups_by_degree)
 from .dynamic_attention import gatv2_score
 from .permute import permute_rows
 from .power import clamped_power
@@ -33,6 +33,7 @@ __all__ = [
     "message_softmax",
     "segment_tree_reduce", "segment_topm", "weighted_aggregate",
     "gatv2_score", "message_attention", "permute_rows",
-    "degree_scaled_linear", "groups_by_degree", "MAX_DEGREE_GROUPS",
+    "degree_scaled_linear", "group_products", "groups_by_degree",
+    "MAX_DEGREE_GROUPS",
     "clamped_power",
 ]

@@ -11,12 +11,13 @@ backward.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, List, Sequence
 
 import torch
 from torch import Tensor
 
 from .csr import CSRGraph
+from .library import call_operator, eager_function, recorded_gradients
 from .permute import permute_rows
 
 #: distinct in-degrees up to which :func:`degree_scaled_linear` builds one
@@ -45,6 +46,88 @@ def groups_by_degree(csr: CSRGraph, weight_shape: Sequence[int],
     saved = (num_scalers - 1) * csr.num_dst * out_features * in_features
     return 0 < num_groups <= max_groups and \
         saved >= num_groups * GROUP_SAVING
+
+
+def _split_products(x: Tensor, weight: Tensor, sizes: List[int]) -> Tensor:
+    """The grouped products in PyTorch's differentiable operations."""
+    return torch.cat([part @ w.t() for part, w in
+                      zip(x.split(sizes), weight.unbind(0))])
+
+
+def _group_products_kernel(x: Tensor, weight: Tensor,
+                           sizes: List[int]) -> Tensor:
+    out = x.new_empty((x.size(0), weight.size(1)))
+    start = 0
+    for w, size in zip(weight, sizes):
+        rows = slice(start, start + size)
+        torch.mm(x[rows], w.t(), out=out[rows])
+        start += size
+    return out
+
+
+_group_products = torch.library.custom_op(
+    "gnnagg::group_products", _group_products_kernel, mutates_args=())
+
+
+@_group_products.register_fake
+def _(x: Tensor, weight: Tensor, sizes: List[int]) -> Tensor:
+    return x.new_empty((x.size(0), weight.size(1)))
+
+
+def _group_products_setup(ctx, inputs, output) -> None:
+    x, weight, sizes = inputs
+    ctx.sizes = sizes
+    ctx.save_for_backward(x, weight)
+
+
+def _group_products_backward(ctx, grad: Tensor):
+    """Each group's ``grad_g W_g`` and ``grad_g^T x_g``, written into one
+    buffer each; a recorded backward differentiates the split products."""
+    x, weight = ctx.saved_tensors
+    needs = ctx.needs_input_grad[:2]
+    if torch.is_grad_enabled():
+        grad_x, grad_weight = recorded_gradients(
+            lambda a, w: _split_products(a, w, ctx.sizes), (x, weight),
+            needs, grad)
+        return grad_x, grad_weight, None
+    grad_x = torch.empty_like(x) if needs[0] else None
+    grad_weight = torch.empty_like(weight) if needs[1] else None
+    start = 0
+    for group, size in enumerate(ctx.sizes):
+        rows = slice(start, start + size)
+        if grad_x is not None:
+            torch.mm(grad[rows], weight[group], out=grad_x[rows])
+        if grad_weight is not None:
+            torch.mm(grad[rows].t(), x[rows], out=grad_weight[group])
+        start += size
+    return grad_x, grad_weight, None
+
+
+_group_products.register_autograd(_group_products_backward,
+                                  setup_context=_group_products_setup)
+#: ``gnnagg::group_products`` past the dispatcher
+_GroupProductsFunction = eager_function(
+    "_GroupProductsFunction", _group_products_kernel, _group_products_setup,
+    _group_products_backward)
+
+
+def group_products(x: Tensor, weight: Tensor, sizes: List[int]) -> Tensor:
+    r""":math:`\mathbf{out}_r = W_g \mathbf{x}_r` for the rows ``r`` of
+    group ``g``, the groups consecutive runs of ``sizes`` rows: one product
+    per group, written into one output (and, backward, one input gradient
+    and one weight gradient), where split products would add a
+    concatenation each way (0.9x the time of PNA's degree-wise linear map
+    on the molecule batch). Under autocast, the split products (in the
+    autocast dtype, as matmuls).
+
+    Shapes:
+        - **input:** ``x`` :math:`(N, K)`, ``weight`` :math:`(G, O, K)`
+        - **output:** :math:`(N, O)`
+    """
+    if torch.is_autocast_enabled(x.device.type):
+        return _split_products(x, weight, sizes)
+    return call_operator(_group_products, _GroupProductsFunction, x, weight,
+                         sizes)
 
 
 def degree_scaled_linear(x: Tensor, weight: Tensor,
@@ -91,10 +174,8 @@ def degree_scaled_linear(x: Tensor, weight: Tensor,
         w_degree = torch.einsum("gs,sok->gok", scale(degrees), weight)
         if not rows_by_degree:
             x = permute_rows(x, order, position)
-        groups = x.split(sizes)
-        return permute_rows(torch.cat([part @ w.t() for part, w in
-                                       zip(groups, w_degree.unbind(0))]),
-                            position, order)
+        return permute_rows(group_products(x, w_degree, sizes), position,
+                            order)
     per_scaler = x @ weight.reshape(num_scalers * out_features, -1).t()
     return (per_scaler.view(-1, num_scalers, out_features) *
             scale(csr.degree).unsqueeze(-1)).sum(1)

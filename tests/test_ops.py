@@ -491,3 +491,38 @@ def test_native_segment_reduce_as_sparse_product_matches_segment_reduce(
                        want, 0.0)
     torch.testing.assert_close(_sparse_segment_reduce(src, rowptr, reduce),
                                want)
+
+
+def test_scratch_reuses_one_buffer_per_name_dtype_and_mode():
+    from gnnagg.ops import clear_scratch
+    from gnnagg.ops.scratch import SCRATCH_BYTES, scratch
+    clear_scratch()
+    like = torch.empty(0)
+    first = scratch("test", (4, 3), like)
+    assert scratch("test", (2, 5), like).data_ptr() == first.data_ptr()
+    assert scratch("test", (2, 5), like).shape == (2, 5)
+    assert scratch("other", (4, 3), like).data_ptr() != first.data_ptr()
+    assert scratch("test", (4, 3), like.double()).dtype == torch.double
+    with torch.inference_mode():  # inference tensors stay apart
+        assert scratch("test", (4, 3), like).data_ptr() != first.data_ptr()
+    grown = scratch("test", (40, 3), like)  # a larger request grows it
+    assert scratch("test", (4, 3), like).data_ptr() == grown.data_ptr()
+    big = (SCRATCH_BYTES // 4 + 1,)
+    assert scratch("test", big, like).data_ptr() != grown.data_ptr()
+    clear_scratch()
+    assert scratch("test", (4, 3), like).data_ptr() != grown.data_ptr()
+
+
+def test_gradients_do_not_alias_the_kernels_scratch_buffers():
+    """A neighbour maximum's backward runs in scratch buffers: the gradient
+    it returns is not one of them (a second backward leaves it intact)."""
+    csr = csr_view(skewed_graph(12), 12)
+    grads = []
+    for seed in (0, 1):
+        x = torch.randn(12, 4, generator=torch.Generator().manual_seed(seed),
+                        requires_grad=True)
+        neighbor_stats(x, csr, ["max", "min"])["max"].sum().backward()
+        grads.append((x.grad, x.grad.clone()))
+    for grad, copy in grads:
+        torch.testing.assert_close(grad, copy)
+    assert not torch.equal(grads[0][0], grads[1][0])

@@ -15,6 +15,7 @@ from .message_attention import message_attention
 from .segment import (gather_extremes, gather_moments, gather_reduce,
                       message_counts, message_moments, reduce_messages,
                       segment_max, segment_min, segment_reduce)
+from .scratch import clear_scratch
 from .segment_tree import segment_tree_reduce
 from .softmax import message_softmax, segment_softmax
 from .spmm import weighted_aggregate
@@ -27,7 +28,7 @@ __all__ = [
     "gather_reduce", "gather_extremes", "gather_moments", "message_counts",
     "message_stats",
     "message_moments",
-    "use_generic", "generic_forced",
+    "use_generic", "generic_forced", "clear_scratch",
     "set_backend", "get_backend", "has_torch_scatter",
     "segment_stats", "neighbor_stats", "shift_stats", "segment_softmax",
     "message_softmax",

@@ -48,6 +48,7 @@ from .csr import csr_matrix, index_counts, segment_ids
 from .library import (backward_kernel, call_operator, chunk_length,
                       eager_function, generic_forced, recorded_gradients,
                       records_grad)
+from .scratch import scratch
 
 REDUCTIONS = ("sum", "mean", "max", "min")
 #: message elements up to which a sum scatters with ``scatter_add`` (its
@@ -376,14 +377,19 @@ def _extremes_backward(grad: Tensor, x: Tensor, out: Tensor, col: Tensor,
     def winners(slots: Union[slice, Tensor]) -> Tuple[List[Tensor], Tensor]:
         """Per extreme, 1 where a slot holds it, else 0; and a spare buffer
         of their shape. Each comparison is written over one of its own
-        inputs: K + 1 slot-sized tensors for K extremes, not 2K + 2 (on
-        the molecule batch, fresh memory to fault in costs more than the
-        comparisons)."""
-        gathered = x.index_select(0, col[slots])
+        inputs: K + 1 slot-sized tensors for K extremes, not 2K + 2, all
+        scratch buffers (on the molecule batch, fresh memory to fault in
+        costs more than the comparisons)."""
+        columns = col[slots]
+        shape = (columns.numel(),) + tuple(x.shape[1:])
+        gathered = torch.index_select(
+            x, 0, columns, out=scratch("extremes-gathered", shape, x))
         segments = index[slots]
         won = []
         for k, extreme in enumerate(out):
-            at_slots = extreme.index_select(0, segments)
+            at_slots = torch.index_select(
+                extreme, 0, segments,
+                out=scratch(f"extremes-{k}", shape, x))
             last = k == len(out) - 1  # the gathered values are done with
             won.append(torch.eq(gathered, at_slots,
                                 out=gathered if last else at_slots))

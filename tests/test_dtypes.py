@@ -143,3 +143,26 @@ def test_half_precision_variance_rounds_as_pyg(dtype):
     assert (expected >= 0).all()  # no floor at work: bit-for-bit expected
     assert torch.equal(ours, expected)
     assert torch.equal(grad, expected_grad)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_std_gradient_is_zero_where_pyg_clamps_the_variance(dtype):
+    """Segments whose variance lies below the std's epsilon (nearly equal
+    messages) get PyG's zero gradient, though in half precision the
+    clamped std rounds above the floor that masks it; other segments
+    get PyG's gradient."""
+    gen = torch.Generator().manual_seed(0)
+    base = torch.randn(4, 3, generator=gen).repeat_interleave(3, 0)
+    x = (base + 1e-4 * torch.randn(12, 3, generator=gen)).to(dtype)
+    x[:3] = torch.randn(3, 3, generator=gen).to(dtype)  # a wide segment
+    index = torch.arange(4).repeat_interleave(3)
+    results = []
+    for module in (aggr.StdAggregation(), pyg_aggr.StdAggregation()):
+        leaf = x.clone().requires_grad_()
+        out = module(leaf, index, dim_size=4)
+        results.append((out, torch.autograd.grad(out.float().sum(),
+                                                 leaf)[0]))
+    (ours, grad), (expected, expected_grad) = results
+    assert torch.equal(ours, expected)
+    assert not expected_grad[3:].any() and expected_grad[:3].abs().sum() > 0
+    torch.testing.assert_close(grad, expected_grad, **TOLERANCE[dtype])

@@ -41,14 +41,18 @@ def operator_calls():
         calls.append((f"gather_reduce-{reduce}", OPS.gather_reduce,
                       (leaf(N, 3), csr.col, csr.row, csr.rowptr, rowptr_t,
                        col_t, slot_t, N, reduce)))
-    for form, rowptr in (("sorted", csr.rowptr), ("scatter", None)):
-        calls.append((f"moments-{form}", OPS.moments,
-                      (leaf(E, 3), csr.row, rowptr, N)))
-    for form, structure in (("sorted", (csr.rowptr, rowptr_t, col_t)),
-                            ("sorted-chunks", (csr.rowptr, None, None)),
-                            ("scatter", (None, None, None))):
-        calls.append((f"gather_moments-{form}", OPS.gather_moments,
-                      (leaf(N, 3), csr.col, csr.row, *structure, N)))
+    for std in (False, True):
+        spread = "std" if std else "var"
+        for form, rowptr in (("sorted", csr.rowptr), ("scatter", None)):
+            calls.append((f"moments-{spread}-{form}", OPS.moments,
+                          (leaf(E, 3), csr.row, rowptr, N, std)))
+        for form, structure in (("sorted", (csr.rowptr, rowptr_t, col_t)),
+                                ("sorted-chunks", (csr.rowptr, None, None)),
+                                ("scatter", (None, None, None))):
+            calls.append((f"gather_moments-{spread}-{form}",
+                          OPS.gather_moments,
+                          (leaf(N, 3), csr.col, csr.row, *structure, N,
+                           std)))
     for reduce in ("max", "min", "extremes"):  # without the transpose
         calls.append((f"gather_reduce-{reduce}-chunks", OPS.gather_reduce,
                       (leaf(N, 3), csr.col, csr.row, csr.rowptr, None, None,
@@ -399,21 +403,25 @@ def _dispatch_free_cases():
                                              csr.rowptr),
             lambda r=reduce: OPS.reduce(logits, csr.row, csr.rowptr, N, r),
             (logits,)))
-    for form, rowptr in (("sorted", csr.rowptr), ("scatter", None)):
-        cases.append((
-            f"moments-{form}",
-            lambda r=rowptr: message_moments(logits, csr.row, N, r)[1],
-            lambda r=rowptr: OPS.moments(logits, csr.row, r, N)[1],
-            (logits,)))
-    for moment in (0, 1):
-        cases.append((
-            f"gather_moments-{moment}",
-            lambda m=moment: gather_moments(x_src, csr.col, csr.row, N,
-                                            csr.rowptr, csr.transpose)[m],
-            lambda m=moment: OPS.gather_moments(x_src, csr.col, csr.row,
-                                                csr.rowptr,
-                                                *csr.transpose[:2], N)[m],
-            (x_src,)))
+    for std in (False, True):
+        for form, rowptr in (("sorted", csr.rowptr), ("scatter", None)):
+            cases.append((
+                f"moments-{form}-std={std}",
+                lambda r=rowptr, s=std: message_moments(
+                    logits, csr.row, N, r, s)[1],
+                lambda r=rowptr, s=std: OPS.moments(logits, csr.row, r, N,
+                                                    s)[1],
+                (logits,)))
+        for moment in (0, 1):
+            cases.append((
+                f"gather_moments-{moment}-std={std}",
+                lambda m=moment, s=std: gather_moments(
+                    x_src, csr.col, csr.row, N, csr.rowptr, csr.transpose,
+                    s)[m],
+                lambda m=moment, s=std: OPS.gather_moments(
+                    x_src, csr.col, csr.row, csr.rowptr, *csr.transpose[:2],
+                    N, s)[m],
+                (x_src,)))
     cases.append(("gatv2_score", lambda: gatv2_score(x_src, x_dst, att, csr),
                   lambda: OPS.gatv2_score(x_src, x_dst, att, csr.col, csr.row,
                                           None, None, 0.2, True)[0],

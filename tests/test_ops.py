@@ -433,12 +433,13 @@ def test_chunks_grow_off_the_cpu():
 @settings(max_examples=30, deadline=None)
 @given(num_segments=st.integers(1, 6), num_messages=st.integers(0, 25),
        sorted_messages=st.booleans(), uses=st.sampled_from(
-           ["mean", "variance", "both"]), seed=st.integers(0, 2**16))
+           ["mean", "variance", "both", "std"]), seed=st.integers(0, 2**16))
 def test_message_moments_match_their_definition(num_segments, num_messages,
                                                 sorted_messages, uses, seed):
     """Mean and population variance of each destination's messages (0 when
     it has none), and gradients equal to the autograd of
-    ``mean(x * x) - mean(x) ** 2``, whichever moments are used."""
+    ``mean(x * x) - mean(x) ** 2``, whichever moments are used; with
+    ``std=True``, PyG's floored standard deviation and its gradient."""
     gen = torch.Generator().manual_seed(seed)
     index = torch.randint(0, num_segments, (num_messages,), generator=gen)
     rowptr = None
@@ -449,6 +450,7 @@ def test_message_moments_match_their_definition(num_segments, num_messages,
     x = torch.randn(num_messages, 3, dtype=torch.double, generator=gen,
                     requires_grad=True)
     mean, variance = message_moments(x, index, num_segments, rowptr)
+    std = message_moments(x, index, num_segments, rowptr, std=True)[1]
     count = torch.bincount(index, minlength=num_segments).clamp(min=1)
     count = count.double().unsqueeze(1)
     want_mean = torch.zeros(num_segments, 3, dtype=torch.double).index_add(
@@ -464,10 +466,13 @@ def test_message_moments_match_their_definition(num_segments, num_messages,
         else:
             assert (mean[segment] == 0).all()
             assert (variance[segment] == 0).all()
+    floored = want_variance.clamp(min=1e-5).sqrt()
+    want_std = floored.masked_fill(floored <= 1e-5 ** 0.5, 0.0)
+    torch.testing.assert_close(std, want_std)
     got = {"mean": [mean], "variance": [variance],
-           "both": [mean, variance]}[uses]
+           "both": [mean, variance], "std": [std]}[uses]
     want = {"mean": [want_mean], "variance": [want_variance],
-            "both": [want_mean, want_variance]}[uses]
+            "both": [want_mean, want_variance], "std": [want_std]}[uses]
     if num_messages == 0:
         return
     grads = [torch.randn_like(t) for t in got]

@@ -38,6 +38,7 @@ upstream gradient.)
 """
 from __future__ import annotations
 
+import math
 from typing import List, Optional, Tuple, Union
 
 import torch
@@ -51,6 +52,9 @@ from .library import (backward_kernel, call_operator, chunk_length,
 from .scratch import scratch
 
 REDUCTIONS = ("sum", "mean", "max", "min")
+#: Variances at or below this are treated as zero by ``std`` (as PyG's
+#: ``StdAggregation``), which keeps its gradient finite at zero variance.
+STD_EPS = 1e-5
 #: message elements up to which a sum scatters with ``scatter_add`` (its
 #: backward, a gather, is the faster one on small inputs: 0.86x the time of
 #: ``index_add`` forward+backward on 128 molecules); above, ``index_add``
@@ -175,6 +179,43 @@ def moments_of_sums(total: Tensor, square_total: Tensor,
     return [mean, (square_total / counts).sub_(mean * mean)]
 
 
+def floored_std(variance: Tensor) -> Tensor:
+    r"""PyG's standard deviation from a variance, in place:
+    :math:`\sqrt{\max(v, \epsilon)}`, 0 where that is at most
+    :math:`\sqrt{\epsilon}` (:data:`STD_EPS`)."""
+    std = variance.clamp_(min=STD_EPS).sqrt_()
+    return std.masked_fill_(std <= math.sqrt(STD_EPS), 0.0)
+
+
+def _variance_grad_of_std(grad_std: Tensor, std: Tensor) -> Tensor:
+    r"""The variance's gradient from that of :func:`floored_std`'s output,
+    :math:`g / 2\sigma` and 0 where it was floored or clamped, rounded as
+    PyG's autograd rounds it (and differentiable again: no division by 0).
+    A clamped variance shows as :math:`\sigma = \sqrt{\epsilon}` rounded
+    to the dtype, which need not fall under the floor (half precision);
+    a variance of exactly :math:`\epsilon`, whose gradient PyG's clamp
+    passes, gets 0 as well."""
+    limit = torch.maximum(std.new_tensor(math.sqrt(STD_EPS)),
+                          std.new_tensor(STD_EPS).sqrt())
+    floored = std <= limit
+    denominator = (std * 2).masked_fill_(floored, 1.0)
+    return (grad_std / denominator).masked_fill_(floored, 0.0)
+
+
+def _spread(moments: List[Tensor], std: bool) -> List[Tensor]:
+    """``[mean, variance]``, or ``[mean, std]`` with ``std``."""
+    return [moments[0], floored_std(moments[1])] if std else moments
+
+
+def _moment_grads(grads: List[Optional[Tensor]], spread: Tensor,
+                  std: bool) -> List[Optional[Tensor]]:
+    """The gradients of ``[mean, variance]`` from those of the outputs."""
+    grad_mean, grad_spread = grads
+    if std and grad_spread is not None:
+        grad_spread = _variance_grad_of_std(grad_spread, spread)
+    return [grad_mean, grad_spread]
+
+
 def _scattered_moments(src: Tensor, index: Tensor,
                        num_segments: int) -> List[Tensor]:
     """The device-generic moments: two scatters."""
@@ -187,30 +228,31 @@ def _scattered_moments(src: Tensor, index: Tensor,
 
 @torch.library.custom_op("gnnagg::moments", mutates_args=())
 def _moments(src: Tensor, index: Tensor, rowptr: Optional[Tensor],
-             num_segments: int) -> List[Tensor]:
-    return _scattered_moments(src, index, num_segments)
+             num_segments: int, std: bool) -> List[Tensor]:
+    return _spread(_scattered_moments(src, index, num_segments), std)
 
 
 @_moments.register_kernel("cpu")
-def _moments_cpu(src, index, rowptr, num_segments):
+def _moments_cpu(src, index, rowptr, num_segments, std):
     if rowptr is None or generic_forced():
-        return _scattered_moments(src, index, num_segments)
-    return moments_of_sums(native_segment_reduce(src, rowptr, "sum"),
-                           native_segment_reduce(src * src, rowptr, "sum"),
-                           _counts(index, rowptr, num_segments, src.dtype))
+        return _spread(_scattered_moments(src, index, num_segments), std)
+    return _spread(moments_of_sums(
+        native_segment_reduce(src, rowptr, "sum"),
+        native_segment_reduce(src * src, rowptr, "sum"),
+        _counts(index, rowptr, num_segments, src.dtype)), std)
 
 
 @_moments.register_fake
-def _moments_fake(src, index, rowptr, num_segments):
+def _moments_fake(src, index, rowptr, num_segments, std):
     shape = (num_segments,) + tuple(src.shape[1:])
     return [src.new_empty(shape), src.new_empty(shape)]
 
 
 def _moments_setup(ctx, inputs, output):
-    src, index, rowptr, num_segments = inputs
-    ctx.num_segments = num_segments
+    src, index, rowptr, num_segments, std = inputs
+    ctx.num_segments, ctx.std = num_segments, std
     ctx.set_materialize_grads(False)  # no zero gradient of an unused moment
-    ctx.save_for_backward(src, index, rowptr, output[0])
+    ctx.save_for_backward(src, index, rowptr, *output)
 
 
 def _variance_slope_offset(grad_variance: Tensor, mean: Tensor,
@@ -227,10 +269,10 @@ def _moments_backward(ctx, grads):
     (:func:`_variance_slope_offset`), rounded as the autograd of PyG's
     ``mean(x * x) - mean(x) ** 2`` rounds it (the two terms that cancel
     added first), so that half-precision gradients agree with PyG's."""
-    grad_mean, grad_variance = grads
-    if grad_mean is None and grad_variance is None:
-        return None, None, None, None
-    src, index, rowptr, mean = ctx.saved_tensors
+    if grads[0] is None and grads[1] is None:
+        return None, None, None, None, None
+    src, index, rowptr, mean, spread = ctx.saved_tensors
+    grad_mean, grad_variance = _moment_grads(grads, spread, ctx.std)
     counts = _counts(index, rowptr, ctx.num_segments, src.dtype).view(
         (-1,) + (1,) * (src.dim() - 1))
     grad_src = None
@@ -241,7 +283,7 @@ def _moments_backward(ctx, grads):
     if grad_mean is not None:
         share = (grad_mean / counts).index_select(0, index)
         grad_src = share if grad_src is None else grad_src.add_(share)
-    return grad_src, None, None, None
+    return grad_src, None, None, None, None
 
 
 _moments.register_autograd(_moments_backward, setup_context=_moments_setup)
@@ -371,9 +413,6 @@ def _extremes_backward(grad: Tensor, x: Tensor, out: Tensor, col: Tensor,
     its segment's extreme) the whole gradient and counts the winners, and a
     second pass, over the segments with ties only (rare in real-valued
     data), that takes back all but each tie's share."""
-    grad_x = torch.zeros_like(x)
-    ties = torch.zeros_like(grad)
-
     def winners(slots: Union[slice, Tensor]) -> Tuple[List[Tensor], Tensor]:
         """Per extreme, 1 where a slot holds it, else 0; and a spare buffer
         of their shape. Each comparison is written over one of its own
@@ -413,6 +452,8 @@ def _extremes_backward(grad: Tensor, x: Tensor, out: Tensor, col: Tensor,
     if col.numel() <= step and by_source is not None:
         return _sorted_extremes_backward(grad, x, winners(slice(None)),
                                          index, *by_source)
+    grad_x = torch.zeros_like(x)
+    ties = torch.zeros_like(grad)
     if col.numel() <= step:
         won, spare = winners(slice(None))
         count_ties(slice(None), won)
@@ -505,14 +546,14 @@ _GatherReduceFunction = eager_function(
 
 
 def _gathered_moments(x: Tensor, col: Tensor, index: Tensor,
-                      rowptr: Optional[Tensor],
-                      num_segments: int) -> List[Tensor]:
+                      rowptr: Optional[Tensor], num_segments: int,
+                      std: bool) -> List[Tensor]:
     """Mean and variance of the gathered ``x[col]`` by ``index``: on the
     CPU with sorted slots two sparse sums (of ``x`` and ``x * x``), no
     ``E x F`` tensor; else the generic scatters of the gathered rows."""
     if rowptr is None or x.device.type != "cpu" or generic_forced():
-        return _scattered_moments(x.index_select(0, col), index,
-                                  num_segments)
+        return _spread(_scattered_moments(x.index_select(0, col), index,
+                                          num_segments), std)
     adjacency = _adjacency(rowptr, col, x, (num_segments, x.size(0)))
     shape = (num_segments,) + tuple(x.shape[1:])
 
@@ -520,35 +561,36 @@ def _gathered_moments(x: Tensor, col: Tensor, index: Tensor,
         return torch.sparse.mm(adjacency, values.flatten(1), "sum") \
             .view(shape)
 
-    return moments_of_sums(total(x), total(x * x),
-                           _counts(index, rowptr, num_segments, x.dtype))
+    return _spread(moments_of_sums(
+        total(x), total(x * x),
+        _counts(index, rowptr, num_segments, x.dtype)), std)
 
 
 @torch.library.custom_op("gnnagg::gather_moments", mutates_args=())
 def _gather_moments(x: Tensor, col: Tensor, index: Tensor,
                     rowptr: Optional[Tensor], rowptr_t: Optional[Tensor],
-                    col_t: Optional[Tensor],
-                    num_segments: int) -> List[Tensor]:
-    return _gathered_moments(x, col, index, None, num_segments)
+                    col_t: Optional[Tensor], num_segments: int,
+                    std: bool) -> List[Tensor]:
+    return _gathered_moments(x, col, index, None, num_segments, std)
 
 
 @_gather_moments.register_kernel("cpu")
 def _gather_moments_cpu(x, col, index, rowptr, rowptr_t, col_t,
-                        num_segments):
-    return _gathered_moments(x, col, index, rowptr, num_segments)
+                        num_segments, std):
+    return _gathered_moments(x, col, index, rowptr, num_segments, std)
 
 
 @_gather_moments.register_fake
 def _gather_moments_fake(x, col, index, rowptr, rowptr_t, col_t,
-                         num_segments):
+                         num_segments, std):
     shape = (num_segments,) + tuple(x.shape[1:])
     return [x.new_empty(shape), x.new_empty(shape)]
 
 
 def _gather_moments_setup(ctx, inputs, output):
-    x, col, index, rowptr, rowptr_t, col_t, num_segments = inputs
+    x, col, index, rowptr, rowptr_t, col_t, num_segments, ctx.std = inputs
     ctx.set_materialize_grads(False)  # no zero gradient of an unused moment
-    ctx.save_for_backward(x, col, index, rowptr, rowptr_t, col_t, output[0])
+    ctx.save_for_backward(x, col, index, rowptr, rowptr_t, col_t, *output)
 
 
 def _gather_moments_backward(ctx, grads):
@@ -557,10 +599,10 @@ def _gather_moments_backward(ctx, grads):
     backward of a neighbour sum (one transposed product on the CPU): two
     node-sized products, no ``E x F`` tensor. A recorded backward (double
     backward) takes the scatters, which autograd differentiates."""
-    grad_mean, grad_variance = grads
-    x, col, index, rowptr, rowptr_t, col_t, mean = ctx.saved_tensors
-    if grad_mean is None and grad_variance is None:
-        return (None,) * 7
+    if grads[0] is None and grads[1] is None:
+        return (None,) * 8
+    x, col, index, rowptr, rowptr_t, col_t, mean, spread = ctx.saved_tensors
+    grad_mean, grad_variance = _moment_grads(grads, spread, ctx.std)
     transposed = backward_kernel(_gather_reduce_grad,
                                  _gather_reduce_backward, mean)
     if torch.is_grad_enabled():  # recorded: the differentiable scatters
@@ -583,7 +625,7 @@ def _gather_moments_backward(ctx, grads):
     assert offset is not None
     moved = to_sources(offset)
     grad_x = moved if grad_x is None else grad_x + moved
-    return (grad_x,) + (None,) * 6
+    return (grad_x,) + (None,) * 7
 
 
 _gather_moments.register_autograd(_gather_moments_backward,
@@ -629,19 +671,23 @@ def reduce_messages(src: Tensor, index: Tensor, num_segments: int,
 
 
 def message_moments(src: Tensor, index: Tensor, num_segments: int,
-                    rowptr: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+                    rowptr: Optional[Tensor] = None,
+                    std: bool = False) -> Tuple[Tensor, Tensor]:
     r"""The mean and the variance :math:`\tfrac{1}{d_i}\sum_k x_k^2 -
     \mu_i^2` of the messages ``src`` by destination ``index`` (arguments as
     :func:`reduce_messages`), each ``(num_segments, *F)``, 0 for empty
     destinations. The variance is not floored: rounding can leave it
-    slightly below 0. One operator gives both; its backward makes two
+    slightly below 0. With ``std``, PyG's standard deviation
+    (:func:`floored_std`) in its place, its gradient folded into the
+    operator's backward. One operator gives both; its backward makes two
     ``E x F`` tensors, where the autograd of two sums makes five."""
     if rowptr is None and not records_grad(src):
-        mean, variance = _scattered_moments(src, index, num_segments)
+        mean, spread = _spread(_scattered_moments(src, index, num_segments),
+                               std)
     else:
-        mean, variance = call_operator(_moments, _MomentsFunction, src,
-                                       index, rowptr, num_segments)
-    return mean, variance
+        mean, spread = call_operator(_moments, _MomentsFunction, src, index,
+                                     rowptr, num_segments, std)
+    return mean, spread
 
 
 def segment_reduce(src: Tensor, rowptr: Tensor, reduce: str) -> Tensor:
@@ -704,17 +750,18 @@ def gather_reduce(x: Tensor, col: Tensor, index: Tensor, num_segments: int,
 
 def gather_moments(x: Tensor, col: Tensor, index: Tensor, num_segments: int,
                    rowptr: Optional[Tensor] = None,
-                   transpose: Optional[Tuple[Tensor, Tensor, Tensor]] = None
-                   ) -> Tuple[Tensor, Tensor]:
-    r"""The mean and the (unfloored) variance of the gathered ``x[col]`` by
-    ``index`` (as :func:`message_moments`; arguments as
-    :func:`gather_reduce`), from one operator whose backward sends both
-    gradients to the sources with two node-sized transposed products."""
+                   transpose: Optional[Tuple[Tensor, Tensor, Tensor]] = None,
+                   std: bool = False) -> Tuple[Tensor, Tensor]:
+    r"""The mean and the (unfloored) variance, or with ``std`` PyG's
+    standard deviation, of the gathered ``x[col]`` by ``index`` (as
+    :func:`message_moments`; arguments as :func:`gather_reduce`), from one
+    operator whose backward sends both gradients to the sources with two
+    node-sized transposed products."""
     rowptr_t, col_t, _ = transpose or (None, None, None)
-    mean, variance = call_operator(_gather_moments, _GatherMomentsFunction,
-                                   x, col, index, rowptr, rowptr_t, col_t,
-                                   num_segments)
-    return mean, variance
+    mean, spread = call_operator(_gather_moments, _GatherMomentsFunction, x,
+                                 col, index, rowptr, rowptr_t, col_t,
+                                 num_segments, std)
+    return mean, spread
 
 
 def gather_extremes(x: Tensor, col: Tensor, index: Tensor, num_segments: int,

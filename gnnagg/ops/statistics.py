@@ -40,14 +40,11 @@ from torch import Tensor
 
 from .csr import CSRGraph, segment_ids
 from .library import records_grad
-from .segment import (gather_extremes, gather_moments, gather_reduce,
-                      message_counts, message_moments, reduce_messages)
+from .segment import (STD_EPS, gather_extremes, gather_moments,
+                      gather_reduce, message_counts, message_moments,
+                      reduce_messages)
 
 STATISTICS = ("sum", "mean", "min", "max", "var", "std")
-
-#: Variances at or below this are treated as zero by ``std`` (as PyG's
-#: ``StdAggregation``), which keeps its gradient finite at zero variance.
-STD_EPS = 1e-5
 
 
 def _check(stats: Iterable[str]) -> List[str]:
@@ -61,23 +58,25 @@ def _check(stats: Iterable[str]) -> List[str]:
 
 def _stats(reduce: Callable[[Tensor, str], Tensor], x: Tensor,
            degree: Callable[[], Tensor], stats: List[str],
-           moments: Callable[[Tensor], Tuple[Tensor, Tensor]],
+           moments: Callable[[Tensor, bool], Tuple[Tensor, Tensor]],
            extremes: Optional[Callable[[Tensor], Tuple[Tensor, Tensor]]]
            = None) -> Dict[str, Tensor]:
     """Combine ``reduce(values, "sum" | "max" | "min")`` into
     ``stats``, each reduction done once however many statistics use it:
-    ``moments(x)`` (mean and unfloored variance) where a variance is asked
-    for, ``degree()`` (messages per destination) where a mean is, and
+    ``moments(x, std)`` (the mean and the unfloored variance, or PyG's
+    standard deviation with ``std``) where either is asked for,
+    ``degree()`` (messages per destination) where a mean is, and
     ``extremes(x)`` (maximum and minimum together) where given and both
     are asked for."""
     out: Dict[str, Tensor] = {}
-    if any(s in ("var", "std") for s in stats):
-        out["mean"], variance = moments(x)
-        if "var" in stats:
-            out["var"] = variance.relu()  # cheaper backward than clamp's
-        if "std" in stats:
+    if "var" in stats:
+        out["mean"], variance = moments(x, False)
+        out["var"] = variance.relu()  # cheaper backward than clamp's
+        if "std" in stats:  # both: the std from the variance by autograd
             std = variance.clamp(min=STD_EPS).sqrt()
             out["std"] = std.masked_fill(std <= math.sqrt(STD_EPS), 0.0)
+    elif "std" in stats:  # its gradient folded into the operator's
+        out["mean"], out["std"] = moments(x, True)
     if "sum" in stats or ("mean" in stats and "mean" not in out):
         out["sum"] = reduce(x, "sum")
     if "mean" in stats and "mean" not in out:
@@ -100,8 +99,8 @@ def message_stats(x: Tensor, index: Tensor, num_segments: int,
     return _stats(lambda t, how: reduce_messages(t, index, num_segments, how,
                                                  rowptr), x,
                   lambda: message_counts(index, num_segments, rowptr),
-                  _check(stats), lambda t: message_moments(
-                      t, index, num_segments, rowptr))
+                  _check(stats), lambda t, std: message_moments(
+                      t, index, num_segments, rowptr, std))
 
 
 def segment_stats(x: Tensor, rowptr: Tensor,
@@ -127,9 +126,9 @@ def neighbor_stats(x: Tensor, csr: CSRGraph,
         return gather_reduce(values, csr.col, csr.row, csr.num_dst, how,
                              csr.rowptr, transpose)
 
-    def moments(values: Tensor) -> Tuple[Tensor, Tensor]:
+    def moments(values: Tensor, std: bool) -> Tuple[Tensor, Tensor]:
         return gather_moments(values, csr.col, csr.row, csr.num_dst,
-                              csr.rowptr, transpose)
+                              csr.rowptr, transpose, std)
 
     return _stats(reduce, x, lambda: csr.degree, _check(stats), moments,
                   lambda t: gather_extremes(t, csr.col, csr.row,

@@ -53,7 +53,7 @@ class VarAggregation(StatAggregation, pyg_aggr.VarAggregation):
 
 class StdAggregation(StatAggregation, pyg_aggr.StdAggregation):
     r""":math:`\sqrt{\mathrm{var}}`, 0 (with zero gradient) where the
-    variance is at most :data:`gnnagg.ops.statistics.STD_EPS`."""
+    variance is at most :data:`gnnagg.ops.segment.STD_EPS`."""
     statistic = "std"
 
 

@@ -60,6 +60,9 @@ class EagerFunction(torch.autograd.Function):
 
     #: whether the operator has an autocast registration
     autocast: bool = False
+    #: the same Function with a separate ``setup_context``, which
+    #: ``torch.func`` transforms need
+    transformable: Type[torch.autograd.Function]
 
 
 def eager_function(name: str, kernel, setup_context, backward,
@@ -71,21 +74,35 @@ def eager_function(name: str, kernel, setup_context, backward,
     ``returns_list`` (an operator returning ``List[Tensor]``) the Function
     returns a tuple, whose elements autograd tracks, and hands ``backward``
     their gradients as one list, as ``torch.library`` does. ``autocast``:
-    the operator has an autocast registration (see :func:`call_operator`)."""
-    if not returns_list:
-        forward, backward_list = kernel, backward
-    else:
-        def forward(*inputs):
-            return tuple(kernel(*inputs))
+    the operator has an autocast registration (see :func:`call_operator`).
 
+    The Function's ``forward`` takes ``ctx`` and runs ``setup_context``
+    itself: a Function with a separate ``setup_context`` has ``apply`` bind
+    its arguments with ``inspect.signature`` on every call (50 us, a
+    tenth of a small graph's kernel). ``torch.func`` transforms need the
+    separate form: the Function's ``transformable``."""
+    def outputs(*inputs):
+        output = kernel(*inputs)
+        return tuple(output) if returns_list else output
+
+    def forward(ctx, *inputs):
+        output = outputs(*inputs)
+        setup_context(ctx, inputs, output)
+        return output
+
+    backward_list = backward
+    if returns_list:
         def backward_list(ctx, *grads):
             return backward(ctx, list(grads))
 
+    transformable = type(name, (torch.autograd.Function,), {
+        "forward": staticmethod(outputs),
+        "setup_context": staticmethod(setup_context),
+        "backward": staticmethod(backward_list)})
     return type(name, (EagerFunction,), {
         "forward": staticmethod(forward),
-        "setup_context": staticmethod(setup_context),
         "backward": staticmethod(backward_list),
-        "autocast": autocast})
+        "autocast": autocast, "transformable": transformable})
 
 
 def call_operator(operator, eager: Type[EagerFunction], *inputs):
@@ -96,6 +113,8 @@ def call_operator(operator, eager: Type[EagerFunction], *inputs):
     handles."""
     if dispatch_free(inputs[0]) and not (
             eager.autocast and torch.is_autocast_enabled("cpu")):
+        if torch._C._are_functorch_transforms_active():
+            return eager.transformable.apply(*inputs)
         return eager.apply(*inputs)
     return operator(*inputs)
 

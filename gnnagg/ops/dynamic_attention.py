@@ -26,6 +26,7 @@ from torch import Tensor
 from .csr import CSRGraph, csr_matrix
 from .library import (backward_kernel, call_operator, chunk_length,
                       eager_function, recorded_gradients)
+from .scratch import scratch
 from .spmm import _use_sparse
 
 #: Elements of one chunk's ``E_chunk x H x C`` pre-activation on the CPU
@@ -73,9 +74,12 @@ def _preactivation_chunks(x_src, x_dst, edge_attr, edge_weight, col, row,
 
 
 def _chunk_buffer(x_src: Tensor, num_edges: int) -> Tensor:
+    """One chunk's pre-activation, a scratch buffer (nothing returned or
+    saved lives in it)."""
     step = min(num_edges, chunk_length(CHUNK_ELEMENTS, x_src.device) //
                max(1, x_src[0].numel()))
-    return x_src.new_empty((max(1, step),) + tuple(x_src.shape[1:]))
+    return scratch("gatv2-preactivation",
+                   (max(1, step),) + tuple(x_src.shape[1:]), x_src)
 
 
 def _per_head(att: Tensor) -> Tensor:
@@ -148,7 +152,7 @@ def _gatv2_score_grads(grad_scores: Tensor, x_src: Tensor, x_dst: Tensor,
         g = grad_scores[part]
         count = s.size(0)
         if derivative is None:
-            derivative = torch.empty_like(s)
+            derivative = scratch("gatv2-derivative", s.shape, s)
         d = derivative[:count]
         # d score / d pre-activation: g a, times the slope where s <= 0
         torch.mul(g.unsqueeze(-1), att, out=d)

@@ -187,33 +187,27 @@ def floored_std(variance: Tensor) -> Tensor:
     return std.masked_fill_(std <= math.sqrt(STD_EPS), 0.0)
 
 
-def _variance_grad_of_std(grad_std: Tensor, std: Tensor) -> Tensor:
-    r"""The variance's gradient from that of :func:`floored_std`'s output,
-    :math:`g / 2\sigma` and 0 where it was floored or clamped, rounded as
-    PyG's autograd rounds it (and differentiable again: no division by 0).
-    A clamped variance shows as :math:`\sigma = \sqrt{\epsilon}` rounded
-    to the dtype, which need not fall under the floor (half precision);
-    a variance of exactly :math:`\epsilon`, whose gradient PyG's clamp
-    passes, gets 0 as well."""
+def _std_slope_offset(grad_std: Tensor, std: Tensor, mean: Tensor,
+                      counts: Tensor) -> Tuple[Tensor, Tensor]:
+    r"""Per destination, the slope :math:`s = g / (\sigma d)` and offset
+    :math:`o = -s \mu` of the gradient of :func:`floored_std`'s output,
+    :math:`\partial \sigma_i / \partial x_k = x_k s_i + o_i`: 0 where the
+    std was floored or the variance clamped, as in PyG's autograd (and
+    differentiable again: no division by 0). A clamped variance shows as
+    :math:`\sigma = \sqrt{\epsilon}` rounded to the dtype, which need not
+    fall under the floor (half precision); a variance of exactly
+    :math:`\epsilon`, whose gradient PyG's clamp passes, gets 0 as well."""
     limit = torch.maximum(std.new_tensor(math.sqrt(STD_EPS)),
                           std.new_tensor(STD_EPS).sqrt())
     floored = std <= limit
-    denominator = (std * 2).masked_fill_(floored, 1.0)
-    return (grad_std / denominator).masked_fill_(floored, 0.0)
+    denominator = (std * counts).masked_fill_(floored, 1.0)
+    slope = (grad_std / denominator).masked_fill_(floored, 0.0)
+    return slope, (slope * mean).neg_()
 
 
 def _spread(moments: List[Tensor], std: bool) -> List[Tensor]:
     """``[mean, variance]``, or ``[mean, std]`` with ``std``."""
     return [moments[0], floored_std(moments[1])] if std else moments
-
-
-def _moment_grads(grads: List[Optional[Tensor]], spread: Tensor,
-                  std: bool) -> List[Optional[Tensor]]:
-    """The gradients of ``[mean, variance]`` from those of the outputs."""
-    grad_mean, grad_spread = grads
-    if std and grad_spread is not None:
-        grad_spread = _variance_grad_of_std(grad_spread, spread)
-    return [grad_mean, grad_spread]
 
 
 def _scattered_moments(src: Tensor, index: Tensor,
@@ -264,20 +258,31 @@ def _variance_slope_offset(grad_variance: Tensor, mean: Tensor,
             (grad_variance * mean).mul_(-2).div_(counts))
 
 
+def _spread_slope_offset(grad_spread: Tensor, spread: Tensor, mean: Tensor,
+                         counts: Tensor, std: bool) -> Tuple[Tensor, Tensor]:
+    """The slope and offset of the variance's gradient, or of the std's
+    with ``std``."""
+    if std:
+        return _std_slope_offset(grad_spread, spread, mean, counts)
+    return _variance_slope_offset(grad_spread, mean, counts)
+
+
 def _moments_backward(ctx, grads):
     r""":math:`x_k s_i + o_i (+ g^\mu_i / d_i)`
-    (:func:`_variance_slope_offset`), rounded as the autograd of PyG's
-    ``mean(x * x) - mean(x) ** 2`` rounds it (the two terms that cancel
-    added first), so that half-precision gradients agree with PyG's."""
+    (:func:`_spread_slope_offset`), for the variance rounded as the
+    autograd of PyG's ``mean(x * x) - mean(x) ** 2`` rounds it (the two
+    terms that cancel added first), so that half-precision gradients agree
+    with PyG's."""
     if grads[0] is None and grads[1] is None:
         return None, None, None, None, None
     src, index, rowptr, mean, spread = ctx.saved_tensors
-    grad_mean, grad_variance = _moment_grads(grads, spread, ctx.std)
+    grad_mean, grad_spread = grads
     counts = _counts(index, rowptr, ctx.num_segments, src.dtype).view(
         (-1,) + (1,) * (src.dim() - 1))
     grad_src = None
-    if grad_variance is not None:
-        slope, offset = _variance_slope_offset(grad_variance, mean, counts)
+    if grad_spread is not None:
+        slope, offset = _spread_slope_offset(grad_spread, spread, mean,
+                                             counts, ctx.std)
         grad_src = slope.index_select(0, index).mul_(src).add_(
             offset.index_select(0, index))
     if grad_mean is not None:
@@ -595,14 +600,14 @@ def _gather_moments_setup(ctx, inputs, output):
 
 def _gather_moments_backward(ctx, grads):
     r""":math:`\partial x_j = x_j \odot (A^\top s)_j + (A^\top (o +
-    g^\mu / d))_j` (:func:`_variance_slope_offset`), :math:`A^\top` the
+    g^\mu / d))_j` (:func:`_spread_slope_offset`), :math:`A^\top` the
     backward of a neighbour sum (one transposed product on the CPU): two
     node-sized products, no ``E x F`` tensor. A recorded backward (double
     backward) takes the scatters, which autograd differentiates."""
     if grads[0] is None and grads[1] is None:
         return (None,) * 8
     x, col, index, rowptr, rowptr_t, col_t, mean, spread = ctx.saved_tensors
-    grad_mean, grad_variance = _moment_grads(grads, spread, ctx.std)
+    grad_mean, grad_spread = grads
     transposed = backward_kernel(_gather_reduce_grad,
                                  _gather_reduce_backward, mean)
     if torch.is_grad_enabled():  # recorded: the differentiable scatters
@@ -616,8 +621,9 @@ def _gather_moments_backward(ctx, grads):
 
     offset = None
     grad_x = None
-    if grad_variance is not None:
-        slope, offset = _variance_slope_offset(grad_variance, mean, counts)
+    if grad_spread is not None:
+        slope, offset = _spread_slope_offset(grad_spread, spread, mean,
+                                             counts, ctx.std)
         grad_x = to_sources(slope) * x
     if grad_mean is not None:
         share = grad_mean / counts

@@ -19,7 +19,8 @@ node values over each node's in-neighbours (slot ``k`` reads ``x[col[k]]``)
 without forming the gathered ``E x F`` tensor on the CPU (sparse-matrix
 reductions); its ``"extremes"`` (:func:`gather_extremes`) gives the maximum
 and the minimum together, with one backward pass over the neighbour rows
-for both. Empty destinations give 0.
+for both, and ``gather_moments`` (:func:`gather_moments`) the mean and the
+variance (or PyG's std) of neighbour values. Empty destinations give 0.
 
 Maxima and minima split the gradient evenly between tied inputs, whatever
 its sign:

@@ -241,7 +241,8 @@ def test_degree_histogram_from_dataset_and_loader():
 
 
 @pytest.mark.parametrize("stats", [["mean", "min", "max", "std"],
-                                   ["sum", "var"], ["min"], ["max"]])
+                                   ["sum", "var"], ["var", "std"], ["min"],
+                                   ["max"]])
 def test_neighbour_and_shifted_stats_equal_gathered_messages(stats):
     edge_index = skewed_graph(11)
     csr = csr_view(edge_index, 11)

@@ -124,6 +124,18 @@ def test_integer_messages_aggregate_as_pyg():
         torch.testing.assert_close(ours, expected)
 
 
+def output_and_gradient_as_pyg(name, x, index, dim_size):
+    """``(out, d sum(out) / d x)`` of gnnagg's and of PyG's aggregation
+    ``name`` (e.g. ``"VarAggregation"``) on the messages ``x``."""
+    results = []
+    for module in (getattr(aggr, name)(), getattr(pyg_aggr, name)()):
+        leaf = x.clone().requires_grad_()
+        out = module(leaf, index, dim_size=dim_size)
+        results.append((out, torch.autograd.grad(out.float().sum(),
+                                                 leaf)[0]))
+    return results
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_variance_rounds_as_pyg(dtype):
     """The moments operator rounds as PyG's autograd of ``mean(x * x) -
@@ -133,13 +145,8 @@ def test_half_precision_variance_rounds_as_pyg(dtype):
     x = inputs("aggr=var")[0].to(dtype)
     index = torch.randint(0, 6, (12,), generator=torch.Generator()
                           .manual_seed(1))
-    results = []
-    for module in (aggr.VarAggregation(), pyg_aggr.VarAggregation()):
-        leaf = x.clone().requires_grad_()
-        out = module(leaf, index, dim_size=6)
-        results.append((out, torch.autograd.grad(out.float().sum(),
-                                                 leaf)[0]))
-    (ours, grad), (expected, expected_grad) = results
+    (ours, grad), (expected, expected_grad) = output_and_gradient_as_pyg(
+        "VarAggregation", x, index, 6)
     assert (expected >= 0).all()  # no floor at work: bit-for-bit expected
     assert torch.equal(ours, expected)
     assert torch.equal(grad, expected_grad)
@@ -156,13 +163,8 @@ def test_std_gradient_is_zero_where_pyg_clamps_the_variance(dtype):
     x = (base + 1e-4 * torch.randn(12, 3, generator=gen)).to(dtype)
     x[:3] = torch.randn(3, 3, generator=gen).to(dtype)  # a wide segment
     index = torch.arange(4).repeat_interleave(3)
-    results = []
-    for module in (aggr.StdAggregation(), pyg_aggr.StdAggregation()):
-        leaf = x.clone().requires_grad_()
-        out = module(leaf, index, dim_size=4)
-        results.append((out, torch.autograd.grad(out.float().sum(),
-                                                 leaf)[0]))
-    (ours, grad), (expected, expected_grad) = results
+    (ours, grad), (expected, expected_grad) = output_and_gradient_as_pyg(
+        "StdAggregation", x, index, 4)
     assert torch.equal(ours, expected)
     assert not expected_grad[3:].any() and expected_grad[:3].abs().sum() > 0
     torch.testing.assert_close(grad, expected_grad, **TOLERANCE[dtype])

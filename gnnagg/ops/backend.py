@@ -18,7 +18,7 @@ from typing import FrozenSet, Tuple
 import torch
 from torch import Tensor
 
-from .csr import csr_matrix
+from .csr import csr_matrix, reduce_rows
 
 BACKENDS = ("auto", "torch", "torch_scatter")
 REDUCTIONS = ("sum", "mean", "max", "min", "prod")
@@ -108,9 +108,7 @@ def _sparse_segment_reduce(src: Tensor, rowptr: Tensor, reduce: str) -> Tensor:
     num_segments, length = rowptr.numel() - 1, src.size(0)
     segments = csr_matrix(rowptr, torch.arange(length, device=src.device),
                           src.new_ones(length), (num_segments, length))
-    out = torch.sparse.mm(segments, src.reshape(length, -1),
-                          SPARSE_REDUCE[reduce]).view(
-        (num_segments,) + tuple(src.shape[1:]))
+    out = reduce_rows(segments, src, SPARSE_REDUCE[reduce])
     if reduce == "mean":
         counts = rowptr.diff().clamp(min=1).to(src.dtype)
         out = out / counts.view((-1,) + (1,) * (src.dim() - 1))

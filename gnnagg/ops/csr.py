@@ -18,6 +18,7 @@ is used only while the tensor holds the same edges as when it was built.
 """
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Dict, List, Optional, Tuple
 
@@ -231,6 +232,15 @@ def csr_matrix(rowptr: Tensor, col: Tensor, values: Tensor,
     matrix) for products with or without reduction."""
     return torch.sparse_csr_tensor(rowptr, col, values, shape,
                                    check_invariants=False)
+
+
+def reduce_rows(matrix: Tensor, values: Tensor, reduce: str) -> Tensor:
+    """``torch.sparse.mm(matrix, values, reduce)`` (``"sum"``, ``"amax"``,
+    ``"amin"``) over ``values``' first dimension, whatever its trailing
+    shape: ``(matrix.size(0), *values.shape[1:])``."""
+    rows = values.reshape(values.size(0), math.prod(values.shape[1:]))
+    return torch.sparse.mm(matrix, rows, reduce).view(
+        (matrix.size(0),) + tuple(values.shape[1:]))
 
 
 def index_counts(index: Tensor, length: int,

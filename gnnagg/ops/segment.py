@@ -46,7 +46,7 @@ import torch
 from torch import Tensor
 
 from .backend import SPARSE_REDUCE, native_segment_reduce
-from .csr import csr_matrix, index_counts, segment_ids
+from .csr import csr_matrix, index_counts, reduce_rows, segment_ids
 from .library import (backward_kernel, call_operator, chunk_length,
                       eager_function, generic_forced, recorded_gradients,
                       records_grad)
@@ -334,12 +334,10 @@ def _gather_reduce_cpu(x, col, index, rowptr, rowptr_t, col_t, slot_t,
     if rowptr is None or generic_forced():
         return _gathered_reduce(x, col, index, num_segments, reduce)
     adjacency = _adjacency(rowptr, col, x, (num_segments, x.size(0)))
-    shape = (num_segments,) + tuple(x.shape[1:])
-    rows = x.flatten(1)
     if reduce == "extremes":
-        return torch.stack([torch.sparse.mm(adjacency, rows, how).view(shape)
+        return torch.stack([reduce_rows(adjacency, x, how)
                             for how in ("amax", "amin")])
-    out = torch.sparse.mm(adjacency, rows, SPARSE_REDUCE[reduce]).view(shape)
+    out = reduce_rows(adjacency, x, SPARSE_REDUCE[reduce])
     if reduce == "mean":
         out = out / _counts(index, rowptr, num_segments, x.dtype).view(
             (-1,) + (1,) * (x.dim() - 1))
@@ -382,8 +380,7 @@ def _gather_reduce_grad(grad: Tensor, x: Tensor, out: Tensor, col: Tensor,
                 x.device.type == "cpu" and not generic_forced():
             adjacency_t = _adjacency(rowptr_t, col_t, grad,
                                      (x.size(0), num_segments))
-            return torch.sparse.mm(adjacency_t, grad.flatten(1), "sum") \
-                .view(x.shape)
+            return reduce_rows(adjacency_t, grad, "sum")
         grad_x = torch.zeros_like(x)
         step = chunk_length(CHUNK_SLOTS, x.device)
         for start in range(0, col.numel(), step):
@@ -501,7 +498,7 @@ def _sorted_extremes_backward(grad: Tensor, x: Tensor,
     slots = shares.size(0)
     by_source = csr_matrix(rowptr_t, slot_t, shares.new_ones(slots),
                            (x.size(0), slots))
-    return torch.sparse.mm(by_source, shares.flatten(1), "sum").view(x.shape)
+    return reduce_rows(by_source, shares, "sum")
 
 
 @_gather_reduce_backward.register_fake
@@ -557,18 +554,13 @@ def _gathered_moments(x: Tensor, col: Tensor, index: Tensor,
     """Mean and variance of the gathered ``x[col]`` by ``index``: on the
     CPU with sorted slots two sparse sums (of ``x`` and ``x * x``), no
     ``E x F`` tensor; else the generic scatters of the gathered rows."""
-    if rowptr is None or x.device.type != "cpu" or generic_forced():
+    if rowptr is None or generic_forced():
         return _spread(_scattered_moments(x.index_select(0, col), index,
                                           num_segments), std)
     adjacency = _adjacency(rowptr, col, x, (num_segments, x.size(0)))
-    shape = (num_segments,) + tuple(x.shape[1:])
-
-    def total(values: Tensor) -> Tensor:
-        return torch.sparse.mm(adjacency, values.flatten(1), "sum") \
-            .view(shape)
-
     return _spread(moments_of_sums(
-        total(x), total(x * x),
+        reduce_rows(adjacency, x, "sum"),
+        reduce_rows(adjacency, x * x, "sum"),
         _counts(index, rowptr, num_segments, x.dtype)), std)
 
 
@@ -609,10 +601,11 @@ def _gather_moments_backward(ctx, grads):
         return (None,) * 8
     x, col, index, rowptr, rowptr_t, col_t, mean, spread = ctx.saved_tensors
     grad_mean, grad_spread = grads
-    transposed = backward_kernel(_gather_reduce_grad,
-                                 _gather_reduce_backward, mean)
     if torch.is_grad_enabled():  # recorded: the differentiable scatters
         transposed, rowptr_t, col_t = _gather_reduce_grad, None, None
+    else:
+        transposed = backward_kernel(_gather_reduce_grad,
+                                     _gather_reduce_backward, mean)
     counts = _counts(index, rowptr, mean.size(0), x.dtype).view(
         (-1,) + (1,) * (x.dim() - 1))
 

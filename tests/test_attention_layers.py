@@ -145,6 +145,27 @@ def test_gat_bipartite_without_destination_features():
                                reference(*inputs, **kwargs))
 
 
+def test_gat_edge_update_override_gets_both_terms_as_from_pyg():
+    """The kernel path sums the two node terms on the edges in one
+    operator; a subclass that overrides ``edge_update`` gets them apart,
+    as PyG's ``GATConv`` hands them over."""
+    class Recording:
+        def edge_update(self, alpha_j, alpha_i, edge_attr, index, ptr,
+                        dim_size):
+            self.terms = (alpha_j, alpha_i)
+            return super().edge_update(alpha_j, alpha_i, edge_attr, index,
+                                       ptr, dim_size)
+
+    ours_cls = type("Ours", (Recording, GATConv), {})
+    pyg_cls = type("Theirs", (Recording, pyg_nn.GATConv), {})
+    ours, reference = paired(ours_cls, pyg_cls, 16, 8, heads=2)
+    assert_same(ours, reference, (torch.randn(30, 16).requires_grad_(),
+                                  skewed_graph(30)))
+    for got, want in zip(ours.terms, reference.terms):
+        # the same per-edge terms, whatever the edge order
+        torch.testing.assert_close(got.sort(0).values, want.sort(0).values)
+
+
 @pytest.mark.parametrize("layer", LAYERS, ids=["GAT", "GATv2"])
 def test_edge_index_and_sparse_inputs(layer):
     ours, reference = paired(*layer, 8, 4, heads=2)

@@ -89,6 +89,13 @@ def operator_calls():
         calls.append((f"gatv2_score-no-edges-keep={keep}", OPS.gatv2_score,
                       (leaf(N, 2, 3), leaf(N, 2, 3), leaf(2, 3), csr.col,
                        csr.row, None, None, 0.2, keep)))
+    for dst, name in ((leaf(N, 2), ""), (None, "-sources-only")):
+        calls.append((f"endpoint_sum{name}", OPS.endpoint_sum,
+                      (leaf(N, 2), dst, csr.col, csr.row, csr.rowptr,
+                       rowptr_t, slot_t)))
+    calls.append(("endpoint_sum-without-transpose", OPS.endpoint_sum,
+                  (leaf(N, 2), leaf(N, 2), csr.col, csr.row, csr.rowptr,
+                   None, None)))
     plain = dict(dtype=torch.double)  # backward operators: no double backward
     for activated in (None, torch.randn(E, 2, 3, **plain)):
         kind = "recomputed" if activated is None else "kept"
@@ -108,6 +115,9 @@ def operator_calls():
                        torch.randn(E, 2, **plain),
                        torch.randn(N, 2, 3, **plain), csr.rowptr, csr.col,
                        csr.row, *structure, True, True)))
+    calls.append(("endpoint_sum_backward", OPS.endpoint_sum_backward,
+                  (torch.randn(E, 2, **plain), csr.col, csr.row, csr.rowptr,
+                   rowptr_t, slot_t, N, True, True)))
     probabilities = torch.rand(E, 2, **plain)
     calls.append(("message_attention_backward",
                   OPS.message_attention_backward,
@@ -386,8 +396,9 @@ def test_dispatch_free_weighted_aggregate_only_without_autocast():
 def _dispatch_free_cases():
     """(name, public call, the same through the dispatcher, inputs that
     take gradients) for the operators that eager CPU calls run past it."""
-    from gnnagg.ops import (gather_moments, gatv2_score, message_moments,
-                            message_softmax, reduce_messages)
+    from gnnagg.ops import (endpoint_sum, gather_moments, gatv2_score,
+                            message_moments, message_softmax,
+                            reduce_messages)
     csr = graph()
     E, N = csr.num_edges, csr.num_dst
     logits = torch.randint(0, 3, (E, 2)).double().requires_grad_()  # ties
@@ -422,6 +433,10 @@ def _dispatch_free_cases():
                     x_src, csr.col, csr.row, csr.rowptr, *csr.transpose[:2],
                     N, s)[m],
                 (x_src,)))
+    cases.append(("endpoint_sum", lambda: endpoint_sum(x_src, x_dst, csr),
+                  lambda: OPS.endpoint_sum(x_src, x_dst, csr.col, csr.row,
+                                           csr.rowptr, *csr.transpose[::2]),
+                  (x_src, x_dst)))
     cases.append(("gatv2_score", lambda: gatv2_score(x_src, x_dst, att, csr),
                   lambda: OPS.gatv2_score(x_src, x_dst, att, csr.col, csr.row,
                                           None, None, 0.2, True)[0],

@@ -6,6 +6,7 @@ from .csr import (CSRGraph, build_csr, cached_views, check_edge_index,
 from .degree_linear import (MAX_DEGREE_GROUPS, degree_scaled_linear,
                             group_products, groups_by_degree)
 from .dynamic_attention import gatv2_score
+from .endpoints import endpoint_sum
 from .permute import permute_rows
 from .power import clamped_power
 from .statistics import (message_stats, neighbor_stats, segment_stats,
@@ -33,7 +34,7 @@ __all__ = [
     "segment_stats", "neighbor_stats", "shift_stats", "segment_softmax",
     "message_softmax",
     "segment_tree_reduce", "segment_topm", "weighted_aggregate",
-    "gatv2_score", "message_attention", "permute_rows",
+    "gatv2_score", "endpoint_sum", "message_attention", "permute_rows",
     "degree_scaled_linear", "group_products", "groups_by_degree",
     "MAX_DEGREE_GROUPS",
     "clamped_power",

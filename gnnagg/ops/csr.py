@@ -261,6 +261,17 @@ def reduce_rows(matrix: Tensor, values: Tensor, reduce: str) -> Tensor:
     return out.view((matrix.size(0),) + tuple(values.shape[1:]))
 
 
+def sum_by_source(values: Tensor, rowptr_t: Tensor, slot_t: Tensor,
+                  num_src: int) -> Tensor:
+    r""":math:`\sum_{k \to j} v_k` for every source :math:`j`: per-slot
+    ``values`` (CSR order) summed over each source's slots, a product with
+    the ``N_src x E`` matrix that selects them (the transpose's
+    ``rowptr_t``, ``slot_t``; see :attr:`CSRGraph.transpose`)."""
+    selection = csr_matrix(rowptr_t, slot_t, values.new_ones(slot_t.numel()),
+                           (num_src, slot_t.numel()))
+    return reduce_rows(selection, values, "sum")
+
+
 def _plain_product(matrix: Tensor, dense: Tensor) -> bool:
     """Whether :func:`sparse_product` takes ``matrix @ dense``."""
     return (dense.device.type == "cpu" and

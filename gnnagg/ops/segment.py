@@ -46,7 +46,8 @@ import torch
 from torch import Tensor
 
 from .backend import SPARSE_REDUCE, native_segment_reduce
-from .csr import csr_matrix, index_counts, reduce_rows, segment_ids
+from .csr import (csr_matrix, index_counts, reduce_rows, segment_ids,
+                  sum_by_source)
 from .library import (backward_kernel, call_operator, chunk_length,
                       eager_function, generic_forced, recorded_gradients,
                       records_grad)
@@ -495,10 +496,7 @@ def _sorted_extremes_backward(grad: Tensor, x: Tensor,
     shares = won[0]
     for won_k in won[1:]:
         shares.add_(won_k)
-    slots = shares.size(0)
-    by_source = csr_matrix(rowptr_t, slot_t, shares.new_ones(slots),
-                           (x.size(0), slots))
-    return reduce_rows(by_source, shares, "sum")
+    return sum_by_source(shares, rowptr_t, slot_t, x.size(0))
 
 
 @_gather_reduce_backward.register_fake

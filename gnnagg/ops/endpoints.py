@@ -25,6 +25,7 @@ from .backend import native_segment_reduce
 from .csr import CSRGraph, sum_by_source
 from .library import (backward_kernel, call_operator, eager_function,
                       records_grad)
+from .segment import _scatter
 from .spmm import _use_sparse
 
 
@@ -52,16 +53,14 @@ def _by_source(grad: Tensor, col: Tensor, rowptr_t: Optional[Tensor],
     """:math:`\\sum_i g_{ji}` for every source ``j``."""
     if _use_sparse(grad) and rowptr_t is not None and slot_t is not None:
         return sum_by_source(grad, rowptr_t, slot_t, num_src)
-    return grad.new_zeros((num_src,) + tuple(grad.shape[1:])).index_add_(
-        0, col, grad)
+    return _scatter(grad, col, num_src, "sum")
 
 
 def _by_destination(grad: Tensor, row: Tensor, rowptr: Tensor) -> Tensor:
     """:math:`\\sum_j g_{ji}` for every destination ``i``."""
     if _use_sparse(grad):
         return native_segment_reduce(grad, rowptr, "sum")
-    return grad.new_zeros((rowptr.numel() - 1,) + tuple(
-        grad.shape[1:])).index_add_(0, row, grad)
+    return _scatter(grad, row, rowptr.numel() - 1, "sum")
 
 
 def _endpoint_sum_grads(grad: Tensor, col: Tensor, row: Tensor,
@@ -97,13 +96,12 @@ def _setup(ctx, inputs, output):
 def _backward(ctx, grad):
     col, row, rowptr, rowptr_t, slot_t = ctx.saved_tensors
     need_src, need_dst = ctx.needs_input_grad[:2]
-    if torch.is_grad_enabled():  # recorded (a double backward): the sums
-        # in differentiable operations; the operator is linear
-        def summed(index: Tensor, length: int) -> Tensor:
-            return grad.new_zeros((length,) + tuple(grad.shape[1:])) \
-                .index_add(0, index, grad)
-        grad_src = summed(col, ctx.num_src) if need_src else None
-        grad_dst = summed(row, rowptr.numel() - 1) if need_dst else None
+    if torch.is_grad_enabled():  # recorded (a double backward): the
+        # generic scatters, which autograd differentiates (it is linear)
+        grad_src = _scatter(grad, col, ctx.num_src, "sum") if need_src \
+            else None
+        grad_dst = _scatter(grad, row, rowptr.numel() - 1, "sum") \
+            if need_dst else None
     else:
         backward = backward_kernel(_endpoint_sum_grads,
                                    _endpoint_sum_backward, grad)

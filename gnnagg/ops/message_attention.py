@@ -61,9 +61,10 @@ def _attend(x: Tensor, aux: Tensor, t: Tensor, keep: Optional[Tensor],
             rowptr: Tensor, row: Tensor, col: Tensor,
             sparse: bool) -> List[Tensor]:
     """``[out, alpha, scores, norms]``: the weighted sums by sparse products
-    (``sparse``), or else by ``index_add`` after the softmax operator, all
-    of which autograd can differentiate (the generic implementation, and
-    what a double backward differentiates)."""
+    into fresh outputs (``sparse``, the CPU kernel; autograd does not
+    record them), or else by ``index_add`` after the softmax operator,
+    which autograd differentiates (the generic implementation, and what a
+    double backward differentiates)."""
     num_dst, heads = rowptr.numel() - 1, aux.size(0)
     scores, norms = _scores(x, aux)  # in the messages' order
     logits = scores.index_select(0, col) * t  # in slot order

@@ -241,6 +241,10 @@ def test_degree_groups_only_where_each_group_saves_enough():
     assert not groups_by_degree(csr, (1, 10 ** 9, 1))  # one scaler
     assert not groups_by_degree(csr, (2, enough, 1),
                                 max_groups=num_groups - 1)
+    # the G matrices W_d (G O K) no larger than the per-scaler product (S N O)
+    widest = 2 * 12 // num_groups
+    assert groups_by_degree(csr, (2, enough, widest))
+    assert not groups_by_degree(csr, (2, enough, widest + 1))
 
 
 @pytest.mark.parametrize("autocast", [False, True])

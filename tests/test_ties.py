@@ -197,3 +197,25 @@ def test_extremes_of_one_dimensional_values_split_ties(chunk):
     torch.testing.assert_close(out.detach(), torch.tensor([0.0, 1.0, 1.0]))
     # segment 1: x0 and x1 tie (1.0 each); segment 2: x0 alone
     torch.testing.assert_close(x.grad, torch.tensor([4.0, 1.0, 0.0]))
+
+
+@pytest.mark.parametrize("chunk", [1, 1 << 15])
+def test_a_nan_maximum_beside_a_tie_still_splits_the_tie(chunk):
+    # node 0's in-neighbours 0 and 1: a NaN maximum (no winner) in feature 0
+    # and a tie in feature 1, two winners, as many as without either
+    nan = float("nan")
+    x = torch.tensor([[nan, 1.0], [0.0, 1.0], [2.0, 0.0]],
+                     dtype=torch.double, requires_grad=True)
+    csr = csr_view(torch.tensor([[0, 1, 2], [0, 0, 1]]), 3)
+    grad = torch.tensor([[1.0, 4.0], [2.0, 3.0], [5.0, 6.0]],
+                        dtype=torch.double)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(segment_module, "CHUNK_SLOTS", chunk)
+        out = segment_max(x, csr.rowptr, csr.row, csr.col)
+        got = torch.autograd.grad(out, x, grad)[0]
+    torch.testing.assert_close(out.detach(), torch.tensor(
+        [[nan, 1.0], [2.0, 0.0], [0.0, 0.0]], dtype=torch.double),
+        equal_nan=True)
+    # PyG's scatter gives the NaN's inputs NaN (0 / 0 shares); here none
+    torch.testing.assert_close(got, torch.tensor(
+        [[0.0, 2.0], [0.0, 2.0], [2.0, 3.0]], dtype=torch.double))

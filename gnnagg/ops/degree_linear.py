@@ -21,8 +21,12 @@ from .library import call_operator, eager_function, recorded_gradients
 from .permute import permute_rows
 
 #: distinct in-degrees up to which :func:`degree_scaled_linear` builds one
-#: matrix per degree (molecules: a handful) instead of one product per scaler
-MAX_DEGREE_GROUPS = 32
+#: matrix per degree (molecules: a handful) instead of one product per
+#: scaler. PNAConv at ogbn-arxiv scale: 34 groups (uniform random edges)
+#: take 0.94x the per-scaler step time, 367 (preferential attachment,
+#: 169,343 nodes) 0.95x; :data:`GROUP_SAVING` and the matrices' size decide
+#: below it
+MAX_DEGREE_GROUPS = 1024
 #: multiply-adds the grouped computation must save per degree group to pay
 #: for the group's own product calls and row copies (break-even measured on
 #: one CPU thread, forward and backward: 0.4-1M; PNAConv on a batch of 128
@@ -37,15 +41,18 @@ def groups_by_degree(csr: CSRGraph, weight_shape: Sequence[int],
     ``weight_shape`` (``(S, O, K)``) takes one product per distinct
     in-degree of ``csr``: at most ``max_groups`` of them, the
     :math:`(S - 1) N O K` multiply-adds that grouping saves at least
-    :data:`GROUP_SAVING` per group, and not under ``torch.compile`` (where
-    the groups' sizes would be data)."""
+    :data:`GROUP_SAVING` per group, the ``G`` matrices :math:`W_d`
+    (:math:`G O K` entries) no larger than the per-scaler product
+    (:math:`S N O`), and not under ``torch.compile`` (where the groups'
+    sizes would be data)."""
     if torch.compiler.is_compiling():
         return False
     num_groups = len(csr.degree_groups[3])
     num_scalers, out_features, in_features = weight_shape
     saved = (num_scalers - 1) * csr.num_dst * out_features * in_features
     return 0 < num_groups <= max_groups and \
-        saved >= num_groups * GROUP_SAVING
+        saved >= num_groups * GROUP_SAVING and \
+        num_groups * in_features <= num_scalers * csr.num_dst
 
 
 def _split_products(x: Tensor, weight: Tensor, sizes: List[int]) -> Tensor:
@@ -152,7 +159,7 @@ def degree_scaled_linear(x: Tensor, weight: Tensor,
             factors :math:`c_s(d)`, ``(D, S)``.
         csr (CSRGraph): the graph; its in-degrees are :math:`d_i`.
         max_groups (int, optional): most distinct degrees for the grouped
-            computation. (default: :obj:`32`)
+            computation. (default: :obj:`1024`)
         rows_by_degree (bool, optional): row ``r`` of ``x`` belongs to node
             ``csr.by_degree``'s ``r``, not ``csr``'s; only where
             :func:`groups_by_degree` holds. The output is in ``csr``'s

@@ -24,6 +24,14 @@ from .inputs import (check_edge_features, check_features,
 PNA_HOOKS = MESSAGE_HOOKS + PROPAGATE_HOOKS
 
 
+def _towers(values: Tensor) -> List[Tensor]:
+    """The towers' slices of ``(N, T, F)`` values; one tower's as a view,
+    whose gradient flows back without the copy of ``unbind``'s."""
+    if values.size(1) == 1:
+        return [values.view(values.size(0), values.size(2))]
+    return list(values.unbind(1))
+
+
 class PNAConv(FusedMessagePassing, PyGPNAConv):
     r"""The PNA operator of "Principal Neighbourhood Aggregation for Graph
     Nets":
@@ -170,8 +178,8 @@ class PNAConv(FusedMessagePassing, PyGPNAConv):
             aggregated_t, first.weight[:, self.F_in:], csr,
             self.MAX_DEGREE_GROUPS) + node_term)
             for nn, first, node_term, aggregated_t in zip(
-                self.post_nns, firsts, node_terms.unbind(1),
-                aggregated.unbind(1))]
+                self.post_nns, firsts, _towers(node_terms),
+                _towers(aggregated))]
         return out[0] if len(out) == 1 else torch.cat(out, dim=1)
 
     def _edge_features(self, csr: CSRGraph,

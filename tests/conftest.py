@@ -67,6 +67,7 @@ def degree_groups_at_any_size(monkeypatch):
     test graphs would otherwise take the per-scaler products)."""
     from gnnagg.ops import degree_linear
     monkeypatch.setattr(degree_linear, "GROUP_SAVING", 0)
+    monkeypatch.setattr(degree_linear, "GROUP_WEIGHT_SHARE", float("inf"))
 
 
 @pytest.fixture(autouse=True)

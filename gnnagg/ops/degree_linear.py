@@ -33,6 +33,9 @@ MAX_DEGREE_GROUPS = 1024
 #: molecules, 10M per group, is 0.77x the per-scaler time on one thread and
 #: 0.86x on two; PNA's multitask graphs, 0.35M per group, 1.17x)
 GROUP_SAVING = 1 << 20
+#: most entries of the matrices :math:`W_d` (``G O K``) per entry of the
+#: per-scaler product they replace (``S N O``): no more memory than that
+GROUP_WEIGHT_SHARE = 1.0
 
 
 def groups_by_degree(csr: CSRGraph, weight_shape: Sequence[int],
@@ -43,8 +46,8 @@ def groups_by_degree(csr: CSRGraph, weight_shape: Sequence[int],
     :math:`(S - 1) N O K` multiply-adds that grouping saves at least
     :data:`GROUP_SAVING` per group, the ``G`` matrices :math:`W_d`
     (:math:`G O K` entries) no larger than the per-scaler product
-    (:math:`S N O`), and not under ``torch.compile`` (where the groups'
-    sizes would be data)."""
+    (:math:`S N O`, times :data:`GROUP_WEIGHT_SHARE`), and not under
+    ``torch.compile`` (where the groups' sizes would be data)."""
     if torch.compiler.is_compiling():
         return False
     num_groups = len(csr.degree_groups[3])
@@ -52,7 +55,8 @@ def groups_by_degree(csr: CSRGraph, weight_shape: Sequence[int],
     saved = (num_scalers - 1) * csr.num_dst * out_features * in_features
     return 0 < num_groups <= max_groups and \
         saved >= num_groups * GROUP_SAVING and \
-        num_groups * in_features <= num_scalers * csr.num_dst
+        num_groups * in_features <= \
+        GROUP_WEIGHT_SHARE * num_scalers * csr.num_dst
 
 
 def _split_products(x: Tensor, weight: Tensor, sizes: List[int]) -> Tensor:

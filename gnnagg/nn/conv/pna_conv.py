@@ -11,7 +11,7 @@ from torch_geometric.nn.conv import PNAConv as PyGPNAConv
 from torch_geometric.typing import SparseTensor
 
 from ...ops import (MAX_DEGREE_GROUPS, CSRGraph, csr_view, neighbor_stats,
-                   segment_stats, shift_stats)
+                   permute_rows, segment_stats, shift_stats)
 from ..aggr import DegreeScalerAggregation
 from .fusion import (MESSAGE_HOOKS, PROPAGATE_HOOKS, FusedMessagePassing,
                      message_path_needed)
@@ -136,12 +136,18 @@ class PNAConv(FusedMessagePassing, PyGPNAConv):
             x = x.view(-1, self.towers, self.F_in)
         else:
             x = x.view(-1, 1, self.F_in)
+        # statistics of node values, grouped by degree: in group order
+        by_degree = self._statistics is not None and edge_feat is None and \
+            self.aggr_module.groups_by_degree(
+                self.post_nns[0][0].weight[:, self.F_in:], csr,
+                self.MAX_DEGREE_GROUPS)
         if self._statistics is not None:
-            aggregated = self._aggregate_decomposed(x, csr, edge_feat)
+            aggregated = self._aggregate_decomposed(x, csr, edge_feat,
+                                                    by_degree)
         else:
             aggregated = self.aggr_module.aggr.reduce_segments(
                 self._messages(x, csr, edge_feat), csr)
-        return self.lin(self._post(x, aggregated, csr))
+        return self.lin(self._post(x, aggregated, csr, by_degree))
 
     #: distinct in-degrees up to which :meth:`_post` builds one matrix per
     #: degree (see :func:`~gnnagg.ops.degree_scaled_linear`)
@@ -163,20 +169,22 @@ class PNAConv(FusedMessagePassing, PyGPNAConv):
                             for t, (x_t, w) in enumerate(zip(x.unbind(1),
                                                              weights))], dim=1)
 
-    def _post(self, x: Tensor, aggregated: Tensor, csr: CSRGraph) -> Tensor:
+    def _post(self, x: Tensor, aggregated: Tensor, csr: CSRGraph,
+              by_degree: bool = False) -> Tensor:
         r""":math:`U` of every tower, concatenated. Its first linear map acts
         on :math:`[\mathbf{x}_i \Vert s_1(d_i) \mathbf{a}_i \Vert \dots
         \Vert s_S(d_i) \mathbf{a}_i]` and is computed as :math:`W_x
         \mathbf{x}_i + \sum_s s(d_i) W_s \mathbf{a}_i + b`
         (:func:`~gnnagg.ops.degree_scaled_linear`): the ``N x (1 + S A) F``
-        input is never built, in forward or backward."""
+        input is never built, in forward or backward. ``aggregated``'s rows
+        are ``csr.by_degree``'s with ``by_degree``."""
         firsts = [nn[0] for nn in self.post_nns]
         node_terms = self._tower_products(
             x, [first.weight[:, :self.F_in] for first in firsts],
             None if firsts[0].bias is None else [f.bias for f in firsts])
         out = [nn[1:](self.aggr_module.scaled_linear(
             aggregated_t, first.weight[:, self.F_in:], csr,
-            self.MAX_DEGREE_GROUPS) + node_term)
+            self.MAX_DEGREE_GROUPS, rows_by_degree=by_degree) + node_term)
             for nn, first, node_term, aggregated_t in zip(
                 self.post_nns, firsts, _towers(node_terms),
                 _towers(aggregated))]
@@ -213,22 +221,29 @@ class PNAConv(FusedMessagePassing, PyGPNAConv):
                 None if self.edge_dim is None else list(w_edge))
 
     def _aggregate_decomposed(self, x: Tensor, csr: CSRGraph,
-                              edge_feat: Optional[Tensor]) -> Tensor:
+                              edge_feat: Optional[Tensor],
+                              by_degree: bool = False) -> Tensor:
         r"""Statistics of messages :math:`s_i + z_{j,i}` with node shift
         :math:`s_i = W_i \mathbf{x}_i + b` and :math:`z_{j,i} = W_j
         \mathbf{x}_j (+ W_e \mathbf{e}_{j,i})`: of node values by sparse
-        reductions when edges have no features, else of ``E x F`` values
-        :math:`z`, then shifted (:func:`gnnagg.ops.shift_stats`)."""
+        reductions when edges have no features (in ``csr.by_degree``'s row
+        order with ``by_degree``: the shift permuted, not the ``N x A F``
+        statistics), else of ``E x F`` values :math:`z`, then shifted
+        (:func:`gnnagg.ops.shift_stats`)."""
         shift, src, w_edge = self._first_layers(x)
         statistics = self._statistics
         assert statistics is not None  # the decomposed path's condition
+        graph = csr.by_degree if by_degree else csr
         if edge_feat is None:
-            stats = neighbor_stats(src, csr, statistics)
+            stats = neighbor_stats(src, graph, statistics)
         else:
             z = src.index_select(0, csr.col)
             z += self._tower_products(edge_feat.unsqueeze(1), w_edge)
             stats = segment_stats(z, csr.rowptr, statistics)
-        stats = shift_stats(stats, shift, csr.degree)
+        if by_degree:
+            _, order, position, _ = csr.degree_groups
+            shift = permute_rows(shift, order, position)
+        stats = shift_stats(stats, shift, graph.degree)
         return torch.cat([stats[s] for s in statistics], dim=-1)
 
     def _messages(self, x: Tensor, csr: CSRGraph,

@@ -336,8 +336,8 @@ def test_dispatch_free_permute_rows_equals_the_operator():
 @pytest.mark.parametrize("heads", [1, 3])
 @pytest.mark.parametrize("bipartite", [False, True])
 def test_head_blocks_equal_head_by_head(monkeypatch, heads, bipartite):
-    """All heads multiplied as one block matrix (small graphs) give the
-    values and gradients of the head-by-head products (large graphs):
+    """All heads multiplied as one block matrix (a graph's later uses) give
+    the values and gradients of the head-by-head products (its first ones):
     duplicate edges, isolated nodes and a bipartite graph included, through
     the dispatcher and past it."""
     from gnnagg.ops import spmm
@@ -359,13 +359,14 @@ def test_head_blocks_equal_head_by_head(monkeypatch, heads, bipartite):
     kernel = spmm._block_product
     monkeypatch.setattr(spmm, "_block_product",
                         lambda *a: calls.append(1) or kernel(*a))
+    monkeypatch.setattr(spmm, "HEAD_BLOCKS_AFTER", 2)
+    per_head = [run(), run()]  # head by head for the graph's first two
+    assert len(calls) == 0
     blocks = run()
     assert len(calls) == 2  # forward and the gradient of x
-    monkeypatch.setattr(spmm, "HEAD_BLOCK_ENTRIES", 0)
-    per_head = run()
-    assert len(calls) == 2
-    for got, want in zip(blocks, per_head):
-        torch.testing.assert_close(got, want)
+    for heads_apart in per_head:
+        for got, want in zip(blocks, heads_apart):
+            torch.testing.assert_close(got, want)
     monkeypatch.undo()
     blocks_t = csr.head_blocks(heads, transpose=True)
     through_dispatcher = OPS.weighted_aggregate(

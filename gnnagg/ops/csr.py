@@ -175,9 +175,17 @@ class CSRGraph:
             def per_head(index: Tensor) -> Tensor:  # (k, h) -> index[k] H + h
                 return (index.unsqueeze(1) * heads + head).view(-1)
 
-            # entries (slot k, head h), flattened as k H + h, in block rows
-            order = torch.argsort(per_head(segment_ids(rowptr, col.numel())),
-                                  stable=True)
+            # entry (slot k, head h), flattened as k H + h, of row i goes to
+            # block row i H + h at s_i H + h d_i + (k - s_i): each row's
+            # (d_i, H) entries transposed, no sort
+            row = segment_ids(rowptr, col.numel())
+            start, degree = rowptr[:-1][row], rowptr.diff()[row]
+            slots = torch.arange(col.numel(), device=col.device)
+            position = (start * (heads - 1) + slots).unsqueeze(1) + \
+                head * degree.unsqueeze(1)
+            order = slots.new_empty(col.numel() * heads)
+            order[position.view(-1)] = torch.arange(
+                order.numel(), device=col.device)
             if slot is not None:  # slot k of the transpose is CSR slot[k]
                 slot = per_head(slot)[order]
             rowptr_blocks = cumsum(rowptr.diff().repeat_interleave(heads))

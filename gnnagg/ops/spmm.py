@@ -11,9 +11,9 @@ the CPU the forward pass is one SpMM per head, the gradient of
 :math:`\mathbf{x}` is the SpMM with :math:`A_h^\top`, and the gradient of
 :math:`\alpha` is the sampled dense-dense product (SDDMM)
 :math:`(\mathbf{g}_h \mathbf{x}_h^\top) \odot \mathrm{mask}(A)`: no
-``E x H x C`` tensor is ever formed. On small graphs the :math:`A_h` are
-the diagonal blocks of one matrix (:meth:`CSRGraph.head_blocks`) and each
-product is one call for all heads. The device-generic implementation (and
+``E x H x C`` tensor is ever formed. On a graph used a few times the
+:math:`A_h` become the diagonal blocks of one matrix
+(:meth:`CSRGraph.head_blocks`) and each product one call for all heads. The device-generic implementation (and
 the CPU's for half precision, which PyTorch's CSR products lack) gathers,
 weighs and scatters, as PyG does.
 """
@@ -28,14 +28,15 @@ from .csr import CSRGraph, csr_matrix, sparse_product
 from .library import (backward_kernel, call_operator, eager_function,
                       generic_forced, recorded_gradients, records_grad)
 
-#: Most edge-heads (``E H``) of a graph whose heads the CPU multiplies by
-#: as one block matrix. On a batch of 128 molecules (4 heads of 32) that
-#: took the forward product from 0.32 to 0.17 ms and its backward from
-#: 0.73 to 0.40 ms (2 threads), and 4% off a GATConv and a GATv2Conv step
-#: (12% off GATv2Conv's on 1,024 molecules, 330,000 edge-heads); on a
-#: random graph of 20,000 nodes and 220,000 edges GATConv's step took 6%
-#: longer: one head's source rows fit the cache where all four do not.
-HEAD_BLOCK_ENTRIES = 1 << 19
+#: Weighted aggregations a graph serves head by head before the CPU builds
+#: its head-block matrix (:meth:`CSRGraph.head_blocks`, and its transpose)
+#: and multiplies by all heads at once. Both directions' blocks took 1.25 ms
+#: to build on a batch of 128 molecules (4 heads), 25 ms on a random graph
+#: of 20,000 nodes and 200,000 edges and 0.5 s at ogbn-arxiv scale, while a
+#: GATConv step on them took 0.15-0.5 ms, 5-11 ms and 70 ms (8%) less
+#: with them (2 threads): a few steps on the same graph pay for them, one
+#: does not (a new batch per step).
+HEAD_BLOCKS_AFTER = 8
 
 #: dtypes PyTorch's CPU CSR products (``addmm``, ``sampled_addmm``) take
 _SPARSE_DTYPES = (torch.float32, torch.float64)
@@ -51,10 +52,14 @@ def _generic(alpha: Tensor, x: Tensor, col: Tensor, row: Tensor,
 def _head_blocks_pay(csr: CSRGraph, heads: int) -> bool:
     """Whether the CPU multiplies by all heads at once, as one matrix of
     head blocks (:meth:`CSRGraph.head_blocks`), rather than head by head:
-    in eager mode, on graphs of up to ``HEAD_BLOCK_ENTRIES`` edge-heads."""
-    return (not torch.compiler.is_compiling() and
-            csr.num_edges * heads <= HEAD_BLOCK_ENTRIES and
-            max(csr.num_src, csr.num_dst) * heads < 2 ** 31)
+    in eager mode, once ``csr`` has served :data:`HEAD_BLOCKS_AFTER`
+    weighted aggregations (this call counts one)."""
+    if torch.compiler.is_compiling() or \
+            max(csr.num_src, csr.num_dst) * heads >= 2 ** 31:
+        return False
+    served = csr.__dict__.get("_weighted_aggregations", 0)
+    csr.__dict__["_weighted_aggregations"] = served + 1
+    return served >= HEAD_BLOCKS_AFTER
 
 
 def _use_sparse(*tensors: Tensor) -> bool:

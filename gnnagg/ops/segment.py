@@ -467,15 +467,16 @@ def _extremes_backward(grad: Tensor, x: Tensor, out: Tensor, col: Tensor,
         count_ties(won, index, ties)
         add_shares(slice(None), won, spare, grad / ties.clamp_(min=1), index)
         return grad_x
-    # counts exact in any dtype: per slot in float32 (or float64) at least
+    # counts exact in any dtype: per slot in float32 (or float64) at least,
+    # per segment as integers
     slot_dtype = torch.promote_types(grad.dtype, torch.float32)
-    winner_totals = grad.new_zeros(grad.size(1), dtype=torch.float64)
+    winner_totals = index.new_zeros(grad.size(1), dtype=torch.long)
     for start in range(0, col.numel(), step):
         slots = slice(start, start + step)
         won, spare = winners(slots)
         for won_k in won:
             winner_totals.index_add_(0, index[slots], won_k.view(
-                won_k.size(0), -1).sum(1, dtype=slot_dtype).double())
+                won_k.size(0), -1).sum(1, dtype=slot_dtype).long())
         add_shares(slots, won, spare, grad, index[slots])
     # a NaN extreme has no winner: with a tie elsewhere, its segment's
     # total would still be K F; the feature sums flag it (and +-inf mixes)

@@ -219,3 +219,28 @@ def test_a_nan_maximum_beside_a_tie_still_splits_the_tie(chunk):
     # PyG's scatter gives the NaN's inputs NaN (0 / 0 shares); here none
     torch.testing.assert_close(got, torch.tensor(
         [[0.0, 2.0], [0.0, 2.0], [2.0, 3.0]], dtype=torch.double))
+
+
+def test_chunked_extremes_in_bfloat16_split_ties_like_pyg():
+    # 300 features of three levels, ties everywhere, in the chunked pass
+    # and in one chunk, against PyG in float32: within bfloat16's rounding
+    # of the shares (a miscounted tie would be off by half a gradient)
+    gen = torch.Generator().manual_seed(3)
+    edge_index = random_graph(6, 40, seed=3)
+    csr = csr_view(edge_index, 6)
+    # no 0 (see test_a_zero_maximum_shares_its_whole_gradient)
+    x = torch.randint(1, 4, (6, 300), generator=gen).to(torch.bfloat16)
+    grad = torch.randn(2, 6, 300, generator=gen).to(torch.bfloat16)
+    expected = 0
+    for reduce, grad_k in zip(("max", "min"), grad):
+        expected = expected + pyg_neighbour_extreme(
+            x.float(), edge_index, 6, grad_k.float(), reduce)[1]
+    for chunk in (3, 1 << 15):  # the chunked pass, one chunk
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(segment_module, "CHUNK_SLOTS", chunk)
+            leaf = x.clone().requires_grad_()
+            both = gather_extremes(leaf, csr.col, csr.row, 6, csr.rowptr)
+            got = torch.autograd.grad(both, leaf, list(grad))[0]
+        assert got.dtype == torch.bfloat16
+        torch.testing.assert_close(got.float(), expected, atol=0.1,
+                                   rtol=0.02)

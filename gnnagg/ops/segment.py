@@ -454,19 +454,22 @@ def _extremes_backward(grad: Tensor, x: Tensor, out: Tensor, col: Tensor,
         for won_k, share in zip(won[1:], per_segment[1:]):
             shares.addcmul_(won_k, torch.index_select(share, 0, segments,
                                                       out=spare))
-        grad_x.index_add_(0, col[slots], shares)
+        grad_x.index_add_(0, col[slots], shares.to(grad_x.dtype))
 
     step = chunk_length(CHUNK_SLOTS, x.device)
     if col.numel() <= step and by_source is not None:
         return _sorted_extremes_backward(grad, x, winners(slice(None)),
                                          index, *by_source)
-    grad_x = torch.zeros_like(x)
+    # accumulated in float32 at least: the passes below add whole shares
+    # and take back the excess, which half precision would round
+    grad_x = torch.zeros(x.shape, dtype=torch.promote_types(
+        x.dtype, torch.float32), device=x.device)
     if col.numel() <= step:
         won, spare = winners(slice(None))
         ties = torch.zeros_like(grad)
         count_ties(won, index, ties)
         add_shares(slice(None), won, spare, grad / ties.clamp_(min=1), index)
-        return grad_x
+        return grad_x.to(x.dtype)
     # counts exact in any dtype: per slot in float32 (or float64) at least,
     # per segment as integers
     slot_dtype = torch.promote_types(grad.dtype, torch.float32)
@@ -499,7 +502,7 @@ def _extremes_backward(grad: Tensor, x: Tensor, out: Tensor, col: Tensor,
             part = slice(start, start + step)
             add_shares(tied_slots[part], *winners(tied_slots[part]), excess,
                        compact[part])
-    return grad_x
+    return grad_x.to(x.dtype)
 
 
 def _sorted_extremes_backward(grad: Tensor, x: Tensor,

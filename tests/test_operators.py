@@ -53,13 +53,15 @@ def operator_calls():
                           OPS.gather_moments,
                           (leaf(N, 3), csr.col, csr.row, *structure, N,
                            std)))
-    for reduce in ("max", "min", "extremes"):  # without the transpose
+    for reduce in ("max", "min"):  # without the transpose
         calls.append((f"gather_reduce-{reduce}-chunks", OPS.gather_reduce,
                       (leaf(N, 3), csr.col, csr.row, csr.rowptr, None, None,
                        None, N, reduce)))
-    calls.append(("gather_reduce-extremes", OPS.gather_reduce,
-                  (leaf(N, 3), csr.col, csr.row, csr.rowptr, rowptr_t,
-                   col_t, slot_t, N, "extremes")))
+    for form, structure in (("sorted", (csr.rowptr, rowptr_t, slot_t)),
+                            ("sorted-chunks", (csr.rowptr, None, None)),
+                            ("scatter", (None, None, None))):
+        calls.append((f"gather_extremes-{form}", OPS.gather_extremes,
+                      (leaf(N, 3), csr.col, csr.row, *structure, N)))
     calls.append(("softmax-sorted", OPS.softmax,
                   (leaf(E, 2), csr.row, csr.rowptr, N)))
     calls.append(("softmax-scatter", OPS.softmax,
@@ -276,7 +278,7 @@ def test_layers_on_generic_implementations_match_cpu(name, chunked,
                         module_results(name))
 
 
-@pytest.mark.parametrize("reduce", ["sum", "mean", "max", "min", "extremes"])
+@pytest.mark.parametrize("reduce", ["sum", "mean", "max", "min"])
 def test_dispatch_free_gather_reduce_equals_the_operator(reduce):
     """Eager CPU calls of gather_reduce run past the dispatcher (an
     autograd.Function over the operator's own kernel and backward); values
@@ -296,6 +298,35 @@ def test_dispatch_free_gather_reduce_equals_the_operator(reduce):
     torch.testing.assert_close(fast, slow)
     torch.testing.assert_close(torch.autograd.grad(fast, x, grad)[0],
                                torch.autograd.grad(slow, x, grad)[0])
+
+
+@pytest.mark.parametrize("chunk", [4, 1 << 15])  # chunked, one chunk
+@pytest.mark.parametrize("used", [(0, 1), (0,), (1,)])
+def test_dispatch_free_gather_extremes_equal_the_operator(chunk, used,
+                                                          monkeypatch):
+    """Eager CPU calls of gather_extremes take their backward past the
+    dispatcher with the two gradients as they come; values and gradients
+    equal the operator's (whose backward stacks them), ties included, with
+    either extreme unused."""
+    from gnnagg.ops import gather_extremes, segment
+    monkeypatch.setattr(segment, "CHUNK_SLOTS", chunk)
+    graph = skewed_graph(30, seed=1)
+    csr = build_csr(graph, 30, 30)
+    x = torch.randint(1, 4, (30, 5)).double().requires_grad_()  # ties
+    fast = gather_extremes(x, csr.col, csr.row, 30, csr.rowptr,
+                           csr.transpose)
+    assert type(fast[0].grad_fn).__name__ == \
+        "_GatherExtremesFunctionBackward"
+    rowptr_t, _, slot_t = csr.transpose
+    slow = OPS.gather_extremes(x, csr.col, csr.row, csr.rowptr, rowptr_t,
+                               slot_t, 30)
+    assert "GatherExtremesFunction" not in type(slow[0].grad_fn).__name__
+    grads = [torch.randn_like(fast[0]) for _ in used]
+    for got, want in zip(fast, slow):
+        torch.testing.assert_close(got, want)
+    torch.testing.assert_close(
+        torch.autograd.grad([fast[k] for k in used], x, grads)[0],
+        torch.autograd.grad([slow[k] for k in used], x, grads)[0])
 
 
 def test_dispatch_free_only_on_plain_eager_cpu_tensors():

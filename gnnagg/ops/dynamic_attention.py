@@ -131,42 +131,63 @@ def _gatv2_score_grads(grad_scores: Tensor, x_src: Tensor, x_dst: Tensor,
                        edge_weight: Optional[Tensor],
                        activated: Optional[Tensor],
                        negative_slope: float) -> List[Tensor]:
-    """Gradients of ``x_src, x_dst, att, edge_attr, edge_weight`` (the last
-    two empty without edge features): from the forward pass's ``activated``
-    where it kept it, else recomputing the pre-activation one chunk of
+    r"""Gradients of ``x_src, x_dst, att, edge_attr, edge_weight`` (the last
+    two empty without edge features), from the sums of
+
+    .. math::
+        \mathbf{q}_{e,h} = g_{e,h} \, \mathrm{LeakyReLU}'(\mathbf{s}_{e,h})
+
+    by source and by destination, :math:`\mathbf{Q}^{src}_j` and
+    :math:`\mathbf{Q}^{dst}_i`: the node gradients are
+    :math:`\mathbf{a} \odot \mathbf{Q}`, and since
+    :math:`\mathrm{LeakyReLU}(s) = s \, \mathrm{LeakyReLU}'(s)` and
+    :math:`\mathbf{s}_e = \mathbf{x}^{src}_j + \mathbf{x}^{dst}_i +
+    \mathbf{W}_e \mathbf{e}_e`,
+
+    .. math::
+        \nabla \mathbf{a} = \sum_e \mathbf{q}_e \odot \mathbf{s}_e
+        = \sum_j \mathbf{x}^{src}_j \odot \mathbf{Q}^{src}_j
+        + \sum_i \mathbf{x}^{dst}_i \odot \mathbf{Q}^{dst}_i
+        + \Big(\mathbf{W}_e \odot \sum_e \mathbf{q}_e
+        \mathbf{e}_e^\top\Big) \mathbf{1}
+
+    (products over nodes, not edges). The one ``E x H x C`` pass is
+    :math:`\mathbf{q}`: from the sign of the forward pass's ``activated``
+    where it kept it, else of the pre-activation recomputed one chunk of
     edges at a time."""
-    grad_src, grad_dst = torch.zeros_like(x_src), torch.zeros_like(x_dst)
-    edges = (edge_attr, edge_weight) if edge_attr is not None and \
-        edge_weight is not None else None
-    grad_edge_attr = (torch.empty_like(edges[0]) if edges is not None
-                      else x_src.new_empty(0))
-    grad_edge_weight = (torch.zeros_like(edges[1]) if edges is not None
-                        else x_src.new_empty(0))
-    # sum_e g_e^T leaky_relu(s_e) for all pairs of heads; grad_att is its
-    # block diagonal (one dense product per chunk, no batched einsum)
-    head_pairs = att.new_zeros(att.size(0), att.numel())
-    derivative: Optional[Tensor] = None  # the first chunk is the largest
+    width = att.numel()
+    flat_att = att.reshape(width)
+    sum_src = scratch("gatv2-source-sums", (x_src.size(0), width),
+                      x_src).zero_()
+    sum_dst = scratch("gatv2-destination-sums", (x_dst.size(0), width),
+                      x_dst).zero_()
+    edge_features = edge_attr if edge_weight is not None else None
+    # with edge features: sum_e q_e e_e^T, and W_e's rows scaled by a
+    # (the gradient of e_e is q_e^T of that)
+    edge_moments = scaled_weight = None
+    if edge_features is not None and edge_weight is not None:
+        edge_moments = att.new_zeros(width, edge_features.size(1))
+        scaled_weight = flat_att.unsqueeze(1) * edge_weight
+    grad_edge_attr = (x_src.new_empty(0) if edge_features is None
+                      else torch.empty_like(edge_features))
+    buffer: Optional[Tensor] = None  # the first chunk is the largest
 
     def accumulate(part: slice, s: Tensor, s_is_activated: bool) -> None:
-        nonlocal derivative
-        g = grad_scores[part]
+        nonlocal buffer
         count = s.size(0)
-        if derivative is None:
-            derivative = scratch("gatv2-derivative", s.shape, s)
-        d = derivative[:count]
-        # d score / d pre-activation: g a, times the slope where s <= 0
-        torch.mul(g.unsqueeze(-1), att, out=d)
+        if buffer is None:
+            buffer = scratch("gatv2-derivative", s.shape, s)
+        q = buffer[:count]
         torch.ops.aten.leaky_relu_backward.grad_input(
-            d, s, negative_slope, s_is_activated, grad_input=d)
-        if not s_is_activated:
-            F.leaky_relu_(s, negative_slope)
-        head_pairs.addmm_(g.t(), s.view(count, att.numel()))
-        grad_src.index_add_(0, col[part], d)
-        grad_dst.index_add_(0, row[part], d)
-        if edges is not None:
-            d_flat = d.view(count, att.numel())
-            grad_edge_attr[part] = d_flat @ edges[1]
-            grad_edge_weight.addmm_(d_flat.t(), edges[0][part])
+            grad_scores[part].unsqueeze(-1).expand(s.shape), s,
+            negative_slope, s_is_activated, grad_input=q)
+        q = q.view(count, width)
+        sum_src.index_add_(0, col[part], q)
+        sum_dst.index_add_(0, row[part], q)
+        if edge_features is not None and edge_moments is not None and \
+                scaled_weight is not None:
+            torch.mm(q, scaled_weight, out=grad_edge_attr[part])
+            edge_moments.addmm_(q.t(), edge_features[part])
 
     if activated is not None:
         accumulate(slice(None), activated, True)
@@ -175,9 +196,17 @@ def _gatv2_score_grads(grad_scores: Tensor, x_src: Tensor, x_dst: Tensor,
                 x_src, x_dst, edge_attr, edge_weight, col, row,
                 _chunk_buffer(x_src, col.numel())):
             accumulate(part, s, False)
-    grad_att = head_pairs.view(att.size(0), *att.shape).diagonal(
-        dim1=0, dim2=1).t().contiguous()
-    return [grad_src, grad_dst, grad_att, grad_edge_attr, grad_edge_weight]
+    grad_src = torch.mul(sum_src, flat_att).view_as(x_src)
+    grad_dst = torch.mul(sum_dst, flat_att).view_as(x_dst)
+    # the sums are scratch: multiplied in place by the features
+    grad_att = sum_src.mul_(x_src.reshape(-1, width)).sum(0)
+    grad_att += sum_dst.mul_(x_dst.reshape(-1, width)).sum(0)
+    grad_edge_weight = x_src.new_empty(0)
+    if edge_moments is not None and edge_weight is not None:
+        grad_att += (edge_weight * edge_moments).sum(1)
+        grad_edge_weight = edge_moments.mul_(flat_att.unsqueeze(1))
+    return [grad_src, grad_dst, grad_att.view_as(att), grad_edge_attr,
+            grad_edge_weight]
 
 
 _gatv2_score_backward = torch.library.custom_op(

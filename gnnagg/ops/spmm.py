@@ -230,8 +230,8 @@ def weighted_aggregate(alpha: Tensor, x: Tensor, csr: CSRGraph) -> Tensor:
     no_blocks: Tuple[Optional[Tensor], ...] = (None, None, None)
     blocks = blocks_t = no_blocks
     if _use_sparse(alpha, x) and _head_blocks_pay(csr, x.size(1)):
-        # the products view x as (N H, C): a strided x (a slice of GATConv's
-        # fused projection) is copied once here, and backward keeps the copy
+        # the products view x as (N H, C): a strided x is copied once here,
+        # and backward keeps the copy
         x = x.contiguous()
         blocks = csr.head_blocks(x.size(1))
         if records_grad(x):

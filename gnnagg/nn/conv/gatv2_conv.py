@@ -31,10 +31,11 @@ class GATv2Conv(AttentionConv, PyGGATv2Conv):
     A drop-in replacement for :class:`torch_geometric.nn.GATv2Conv`, which it
     derives from (constructor, parameters, ``repr``, ``forward``). On the
     fused path (:class:`AttentionConv`) the ``E x H x C`` pre-activation is
-    formed chunk by chunk and recomputed in backward
-    (:func:`gnnagg.ops.gatv2_score`), never kept alive, instead of PyG's
-    ``edge_update`` on gathered ``x_i``, ``x_j``; the weighted sum is a
-    sparse product per head.
+    formed chunk by chunk (:func:`gnnagg.ops.gatv2_score`) instead of PyG's
+    ``edge_update`` on gathered ``x_i``, ``x_j``: above one chunk it is
+    recomputed in backward, never kept alive, and backward makes one such
+    tensor. The weighted sum is a sparse product (per head, or all heads
+    as one block matrix once the graph has served a few aggregations).
 
     Args:
         in_channels (int or tuple): input size (``-1``: lazy), or

@@ -32,20 +32,28 @@ def operator_calls():
     E, N = csr.num_edges, csr.num_dst
     rowptr_t, col_t, slot_t = csr.transpose
     calls = []
+    message_order = torch.randperm(E)
+    unsorted_row = csr.row[message_order]  # messages grouped by a permutation
+    grouping = (csr.rowptr.int(), torch.argsort(unsorted_row,
+                                                stable=True).int())
     for reduce in ("sum", "mean", "max", "min"):
         values = leaf(E, 3)
+        calls.append((f"reduce-{reduce}-grouped", OPS.reduce,
+                      (values, unsorted_row, *grouping, N, reduce)))
         calls.append((f"reduce-{reduce}-sorted", OPS.reduce,
-                      (values, csr.row, csr.rowptr, N, reduce)))
+                      (values, csr.row, csr.rowptr, None, N, reduce)))
         calls.append((f"reduce-{reduce}-scatter", OPS.reduce,
-                      (values, csr.row, None, N, reduce)))
+                      (values, csr.row, None, None, N, reduce)))
         calls.append((f"gather_reduce-{reduce}", OPS.gather_reduce,
                       (leaf(N, 3), csr.col, csr.row, csr.rowptr, rowptr_t,
                        col_t, slot_t, N, reduce)))
     for std in (False, True):
         spread = "std" if std else "var"
-        for form, rowptr in (("sorted", csr.rowptr), ("scatter", None)):
+        for form, structure in (("sorted", (csr.row, csr.rowptr, None)),
+                                ("grouped", (unsorted_row, *grouping)),
+                                ("scatter", (csr.row, None, None))):
             calls.append((f"moments-{spread}-{form}", OPS.moments,
-                          (leaf(E, 3), csr.row, rowptr, N, std)))
+                          (leaf(E, 3), *structure, N, std)))
         for form, structure in (("sorted", (csr.rowptr, rowptr_t, col_t)),
                                 ("sorted-chunks", (csr.rowptr, None, None)),
                                 ("scatter", (None, None, None))):
@@ -444,7 +452,8 @@ def _dispatch_free_cases():
             f"reduce-{reduce}",
             lambda r=reduce: reduce_messages(logits, csr.row, N, r,
                                              csr.rowptr),
-            lambda r=reduce: OPS.reduce(logits, csr.row, csr.rowptr, N, r),
+            lambda r=reduce: OPS.reduce(logits, csr.row, csr.rowptr, None,
+                                        N, r),
             (logits,)))
     for std in (False, True):
         for form, rowptr in (("sorted", csr.rowptr), ("scatter", None)):
@@ -452,8 +461,8 @@ def _dispatch_free_cases():
                 f"moments-{form}-std={std}",
                 lambda r=rowptr, s=std: message_moments(
                     logits, csr.row, N, r, s)[1],
-                lambda r=rowptr, s=std: OPS.moments(logits, csr.row, r, N,
-                                                    s)[1],
+                lambda r=rowptr, s=std: OPS.moments(logits, csr.row, r, None,
+                                                    N, s)[1],
                 (logits,)))
         for moment in (0, 1):
             cases.append((

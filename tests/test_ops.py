@@ -91,6 +91,82 @@ def test_csr_cache_sets_nothing_on_the_tensor_and_goes_with_it():
     assert cached_views(edge_index) == {}
 
 
+def test_message_grouping_from_the_second_sight_of_an_index():
+    """An index seen once is copied, not sorted; from the second call with
+    the same values it gets its CSR grouping, shared by every view of the
+    same place in the same tensor, rebuilt after an edit."""
+    import gc
+    from gnnagg.ops import clear_csr_cache
+    from gnnagg.ops.csr import _GROUPINGS, message_grouping
+    edge_index = random_graph(10, 40)
+    assert message_grouping(edge_index[1], 10) is None
+    rowptr, perm = message_grouping(edge_index[1], 10)  # a new view object
+    assert rowptr.dtype == perm.dtype == torch.int32
+    assert torch.equal(rowptr.long(), torch.cat([torch.zeros(1, dtype=torch.long),
+        torch.bincount(edge_index[1], minlength=10).cumsum(0)]))
+    assert torch.equal(perm.long(), torch.argsort(edge_index[1], stable=True))
+    assert message_grouping(edge_index[1], 10)[1] is perm  # cached
+    assert message_grouping(edge_index[0], 10) is None  # another view
+    assert message_grouping(edge_index[1], 11) is None  # another size
+    edge_index.numpy()[1, 0] = (edge_index[1, 0] + 1) % 10  # no version bump
+    assert message_grouping(edge_index[1], 10) is None
+    rebuilt = message_grouping(edge_index[1], 10)[1]
+    assert torch.equal(rebuilt.long(),
+                       torch.argsort(edge_index[1], stable=True))
+    clear_csr_cache()
+    assert message_grouping(edge_index[1], 10) is None
+    gc.collect()
+    entries = len(_GROUPINGS)
+    del edge_index
+    gc.collect()
+    assert len(_GROUPINGS) == entries - 1
+
+
+def test_reductions_of_a_grouped_index_equal_the_scatter():
+    """From the second call on an index, sums, means, extremes and moments
+    of unsorted messages run on its grouping: values and gradients equal
+    the scatter's (duplicates and ties included), float64 gradcheck."""
+    from torch_geometric.utils import scatter
+    from gnnagg.ops import reduce_messages
+    from gnnagg.ops.csr import message_grouping
+    from gnnagg.ops.segment import floored_std
+    gen = torch.Generator().manual_seed(3)
+    index = torch.randint(0, 9, (60,), generator=gen)
+    index[index == 4] = 5  # an empty destination
+    x = torch.randint(-2, 3, (60, 4), generator=gen).double()  # ties
+    for _ in range(2):
+        message_grouping(index, 9)
+    assert message_grouping(index, 9) is not None
+    for reduce in ("sum", "mean", "max", "min"):
+        leaf = x.clone().requires_grad_()
+        out = reduce_messages(leaf, index, 9, reduce)
+        torch.testing.assert_close(out, scatter(x, index, 0, 9, reduce))
+        grad = torch.randn_like(out)
+        got, = torch.autograd.grad(out, leaf, grad)
+        if reduce in ("sum", "mean"):
+            want, = torch.autograd.grad(
+                scatter(leaf, index, 0, 9, reduce), leaf, grad)
+            torch.testing.assert_close(got, want)
+        else:  # shares split evenly between ties, summing to the gradient
+            torch.testing.assert_close(
+                scatter(got, index, 0, 9, "sum"),
+                grad * (torch.bincount(index, minlength=9) > 0).unsqueeze(1))
+        smooth = torch.randn(60, 4, dtype=torch.double, requires_grad=True)
+        assert torch.autograd.gradcheck(
+            lambda v, r=reduce: reduce_messages(v, index, 9, r), (smooth,))
+    for std in (False, True):
+        smooth = torch.randn(60, 4, dtype=torch.double, requires_grad=True)
+        mean, spread = message_moments(smooth, index, 9, std=std)
+        square_mean = scatter(smooth * smooth, index, 0, 9, "mean")
+        variance = square_mean - scatter(smooth, index, 0, 9, "mean") ** 2
+        torch.testing.assert_close(mean, scatter(smooth, index, 0, 9, "mean"))
+        torch.testing.assert_close(
+            spread, floored_std(variance) if std else variance)
+        assert torch.autograd.gradcheck(
+            lambda v, s=std: message_moments(v, index, 9, std=s)[1],
+            (smooth,))
+
+
 def test_self_loop_view_matches_pyg_order():
     from torch_geometric.utils import add_self_loops, remove_self_loops
     edge_index = torch.tensor([[0, 1, 1, 2, 2], [1, 1, 0, 2, 0]])

@@ -421,8 +421,10 @@ def cached_views(edge_index: Tensor) -> Dict[Tuple[int, int, bool],
 
 
 def clear_csr_cache() -> None:
-    """Drop every cached CSR view (each goes with its tensor anyway)."""
+    """Drop every cached CSR view and message grouping (each goes with its
+    tensor anyway)."""
     _VIEWS.clear()
+    _GROUPINGS.clear()
 
 
 class _ViewCache:
@@ -469,6 +471,58 @@ def csr_of_adjacency(adj_t) -> Tuple[CSRGraph, Optional[Tensor]]:
         return graph, graph.perm
     raise TypeError("expected an EdgeIndex, a torch.sparse tensor or a "
                     f"SparseTensor, got {type(adj_t).__name__}")
+
+
+#: the tensor a destination index is a view of (or the index itself) ->
+#: ``{view geometry and num_segments: _Grouping}``, held weakly
+_GROUPINGS: WeakIdKeyDictionary = WeakIdKeyDictionary()
+
+
+class _Grouping:
+    """A copy of an index seen once, and its grouping once seen again."""
+
+    def __init__(self, index: Tensor) -> None:
+        self.index = index.clone()
+        self.grouping: Optional[Tuple[Tensor, Tensor]] = None
+
+
+def message_grouping(index: Tensor, num_segments: int
+                     ) -> Optional[Tuple[Tensor, Tensor]]:
+    r"""``(rowptr, perm)``, int32: the CSR grouping of messages by their
+    destination ``index`` (slot ``k`` of destination ``i``'s segment
+    ``rowptr[i]:rowptr[i+1]`` holds message ``perm[k]``), on the CPU, from
+    the second call with the same index on.
+
+    An aggregation used as ``aggr=`` sees only ``index``, a fresh view of
+    the caller's ``edge_index`` on every call (``edge_index[1]``). The
+    grouping is cached for the tensor that view is of, per view, in a weak
+    table: it is built (one stable sort) on the second call that finds the
+    same values there, and used while they stay the same (one comparison
+    per call, as :func:`csr_view`'s cache). The first call returns None
+    and keeps a copy of the index: a graph seen once (a one-off call, a
+    batch aggregated once) costs that copy, not a sort. None as well while
+    ``torch.compile`` traces, off the CPU, and past int32's range. An
+    entry of ``index`` outside ``[0, num_segments)`` fails in the count
+    that builds the grouping (``index_add_``'s ``IndexError`` or
+    ``RuntimeError``)."""
+    if torch.compiler.is_compiling() or index.device.type != "cpu" or \
+            index.numel() >= 2 ** 31 or num_segments >= 2 ** 31:
+        return None
+    base = index if index._base is None else index._base
+    views = _GROUPINGS.get(base)
+    if views is None:
+        views = _GROUPINGS[base] = {}
+    key = (index.storage_offset(), index.stride(), index.numel(),
+           num_segments)
+    entry = views.get(key)
+    if entry is None or not torch.equal(entry.index, index):
+        views[key] = _Grouping(index)
+        return None
+    if entry.grouping is None:
+        perm = torch.argsort(index, stable=True)
+        rowptr = cumsum(index_counts(index, num_segments))
+        entry.grouping = (rowptr.int(), perm.int())
+    return entry.grouping
 
 
 def csr_from_index(index: Optional[Tensor], num_segments: int,

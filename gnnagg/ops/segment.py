@@ -11,9 +11,10 @@ variance together, :math:`\mu_i = \tfrac{1}{d_i}\sum_k x_k` and
 over the messages for both,
 :math:`\partial/\partial x_k = \tfrac{1}{d_i}\big(g^\mu_i + 2 g^v_i (x_k -
 \mu_i)\big)`;
-when they are also sorted by destination (a CSR ``rowptr``), the CPU runs
-the native segment reduction (sparse products with reduction for float
-values; or torch-scatter, :mod:`gnnagg.ops.backend`),
+when they are also sorted by destination (a CSR ``rowptr``), or grouped
+by it (a ``rowptr`` and the ``perm`` that lists each segment's messages),
+the CPU runs the native segment reduction (sparse products with reduction
+for float values; or torch-scatter, :mod:`gnnagg.ops.backend`),
 otherwise, and on every other device, a scatter. ``gather_reduce`` reduces
 node values over each node's in-neighbours (slot ``k`` reads ``x[col[k]]``)
 without forming the gathered ``E x F`` tensor on the CPU (sparse-matrix
@@ -47,8 +48,8 @@ import torch
 from torch import Tensor
 
 from .backend import SPARSE_REDUCE, native_segment_reduce
-from .csr import (csr_matrix, index_counts, reduce_rows, segment_ids,
-                  sum_by_source)
+from .csr import (csr_matrix, index_counts, message_grouping, reduce_rows,
+                  segment_ids, sum_by_source)
 from .library import (backward_kernel, call_operator, chunk_length,
                       dispatch_free, eager_function, generic_forced,
                       recorded_gradients, records_grad)
@@ -115,25 +116,25 @@ def _scatter(src: Tensor, index: Tensor, num_segments: int,
 
 @torch.library.custom_op("gnnagg::reduce", mutates_args=())
 def _reduce(src: Tensor, index: Tensor, rowptr: Optional[Tensor],
-            num_segments: int, reduce: str) -> Tensor:
+            perm: Optional[Tensor], num_segments: int, reduce: str) -> Tensor:
     return _scatter(src, index, num_segments, reduce)
 
 
 @_reduce.register_kernel("cpu")
-def _reduce_cpu(src, index, rowptr, num_segments, reduce):
+def _reduce_cpu(src, index, rowptr, perm, num_segments, reduce):
     if rowptr is None or generic_forced():
         return _scatter(src, index, num_segments, reduce)
-    return native_segment_reduce(src, rowptr, reduce)
+    return native_segment_reduce(src, rowptr, reduce, perm)
 
 
 @_reduce.register_fake
-def _reduce_fake(src, index, rowptr, num_segments, reduce):
+def _reduce_fake(src, index, rowptr, perm, num_segments, reduce):
     return src.new_empty((num_segments,) + tuple(src.shape[1:]))
 
 
 def _share(grad: Tensor, src: Tensor, out: Tensor, index: Tensor,
-           rowptr: Optional[Tensor], num_segments: int,
-           reduce: str) -> Tensor:
+           rowptr: Optional[Tensor], perm: Optional[Tensor],
+           num_segments: int, reduce: str) -> Tensor:
     """The gradient of every message (gathered form, one row per index)."""
     if reduce == "sum":
         return grad.index_select(0, index)
@@ -146,22 +147,23 @@ def _share(grad: Tensor, src: Tensor, out: Tensor, index: Tensor,
     # than the comparison on small graphs); piecewise constant, no gradient
     winners = out.detach().index_select(0, index)
     torch.eq(src.detach(), winners, out=winners)
-    ties = _reduce(winners, index, rowptr, num_segments, "sum")
+    ties = _reduce(winners, index, rowptr, perm, num_segments, "sum")
     return (grad / ties.clamp_(min=1)).index_select(0, index).mul_(winners)
 
 
 def _reduce_setup(ctx, inputs, output):
-    src, index, rowptr, num_segments, reduce = inputs
+    src, index, rowptr, perm, num_segments, reduce = inputs
     ctx.num_segments, ctx.reduce = num_segments, reduce
     extremes = reduce in ("max", "min")
     ctx.save_for_backward(src if extremes else None, index, rowptr,
+                          perm if extremes else None,
                           output if extremes else None)
 
 
 def _reduce_backward(ctx, grad):
-    src, index, rowptr, out = ctx.saved_tensors
-    return (_share(grad, src, out, index, rowptr, ctx.num_segments,
-                   ctx.reduce), None, None, None, None)
+    src, index, rowptr, perm, out = ctx.saved_tensors
+    return (_share(grad, src, out, index, rowptr, perm, ctx.num_segments,
+                   ctx.reduce), None, None, None, None, None)
 
 
 _reduce.register_autograd(_reduce_backward, setup_context=_reduce_setup)
@@ -225,28 +227,29 @@ def _scattered_moments(src: Tensor, index: Tensor,
 
 @torch.library.custom_op("gnnagg::moments", mutates_args=())
 def _moments(src: Tensor, index: Tensor, rowptr: Optional[Tensor],
-             num_segments: int, std: bool) -> List[Tensor]:
+             perm: Optional[Tensor], num_segments: int,
+             std: bool) -> List[Tensor]:
     return _spread(_scattered_moments(src, index, num_segments), std)
 
 
 @_moments.register_kernel("cpu")
-def _moments_cpu(src, index, rowptr, num_segments, std):
+def _moments_cpu(src, index, rowptr, perm, num_segments, std):
     if rowptr is None or generic_forced():
         return _spread(_scattered_moments(src, index, num_segments), std)
     return _spread(moments_of_sums(
-        native_segment_reduce(src, rowptr, "sum"),
-        native_segment_reduce(src * src, rowptr, "sum"),
+        native_segment_reduce(src, rowptr, "sum", perm),
+        native_segment_reduce(src * src, rowptr, "sum", perm),
         _counts(index, rowptr, num_segments, src.dtype)), std)
 
 
 @_moments.register_fake
-def _moments_fake(src, index, rowptr, num_segments, std):
+def _moments_fake(src, index, rowptr, perm, num_segments, std):
     shape = (num_segments,) + tuple(src.shape[1:])
     return [src.new_empty(shape), src.new_empty(shape)]
 
 
 def _moments_setup(ctx, inputs, output):
-    src, index, rowptr, num_segments, std = inputs
+    src, index, rowptr, _, num_segments, std = inputs
     ctx.num_segments, ctx.std = num_segments, std
     ctx.set_materialize_grads(False)  # no zero gradient of an unused moment
     ctx.save_for_backward(src, index, rowptr, *output)
@@ -277,7 +280,7 @@ def _moments_backward(ctx, grads):
     terms that cancel added first), so that half-precision gradients agree
     with PyG's."""
     if grads[0] is None and grads[1] is None:
-        return None, None, None, None, None
+        return None, None, None, None, None, None
     src, index, rowptr, mean, spread = ctx.saved_tensors
     grad_mean, grad_spread = grads
     counts = _counts(index, rowptr, ctx.num_segments, src.dtype).view(
@@ -291,7 +294,7 @@ def _moments_backward(ctx, grads):
     if grad_mean is not None:
         share = (grad_mean / counts).index_select(0, index)
         grad_src = share if grad_src is None else grad_src.add_(share)
-    return grad_src, None, None, None, None
+    return grad_src, None, None, None, None, None
 
 
 _moments.register_autograd(_moments_backward, setup_context=_moments_setup)
@@ -755,11 +758,15 @@ def reduce_messages(src: Tensor, index: Tensor, num_segments: int,
     reduces contiguous segments. Differentiable; max and min split the
     gradient between ties.
 
-    Unsorted messages that record no gradient, and sums and means of up to
+    Unsorted CPU messages whose ``index`` was seen before
+    (:func:`~gnnagg.ops.csr.message_grouping`: from the second call with
+    the same graph on) are reduced in place by their cached grouping, a
+    sparse product that reads each message where it lies. Other unsorted
+    messages that record no gradient, and sums and means of up to
     ``SMALL_SCATTER`` unsorted elements, run PyTorch's own scatter (what the
     operator's generic implementation runs) outside the operator: its
     C++ autograd costs less per call than a Python-registered one, which
-    matters on small graphs. Sorted messages that record no gradient, in
+    matters on small graphs. Sorted (or grouped) messages that record no gradient, in
     an eager CPU call, run the operator's CPU kernel directly (the softmax
     operator's reductions: 12-15 us a call less than through an autograd
     Function that records nothing). Everything else goes through the
@@ -767,13 +774,30 @@ def reduce_messages(src: Tensor, index: Tensor, num_segments: int,
     ``index`` for sums and means (the autograd of ``index_add_``, the
     larger inputs' scatter, would keep all of ``src``)."""
     _check_reduce(reduce)
+    rowptr, perm = _grouping(src, index, num_segments, rowptr)
     if rowptr is None and (not records_grad(src) or (
             reduce in ("sum", "mean") and src.numel() <= SMALL_SCATTER)):
         return _scatter(src, index, num_segments, reduce)
     if not records_grad(src) and dispatch_free(src):
-        return _reduce_cpu(src, index, rowptr, num_segments, reduce)
-    return call_operator(_reduce, _ReduceFunction, src, index, rowptr,
+        return _reduce_cpu(src, index, rowptr, perm, num_segments, reduce)
+    return call_operator(_reduce, _ReduceFunction, src, index, rowptr, perm,
                          num_segments, reduce)
+
+
+def _grouping(src: Tensor, index: Tensor, num_segments: int,
+              rowptr: Optional[Tensor]
+              ) -> Tuple[Optional[Tensor], Optional[Tensor]]:
+    """``(rowptr, perm)`` for the reduction operators: the caller's
+    ``rowptr`` of sorted messages (no ``perm``), else the cached grouping
+    of unsorted float32/float64 CPU messages (the sparse product's types;
+    :func:`~gnnagg.ops.csr.message_grouping`) in an eager call
+    (:func:`~gnnagg.ops.library.dispatch_free`), else neither (a
+    scatter)."""
+    if rowptr is not None or not dispatch_free(src) or \
+            src.dtype not in (torch.float32, torch.float64):
+        return rowptr, None
+    grouping = message_grouping(index, num_segments)
+    return (None, None) if grouping is None else grouping
 
 
 def message_moments(src: Tensor, index: Tensor, num_segments: int,
@@ -787,12 +811,13 @@ def message_moments(src: Tensor, index: Tensor, num_segments: int,
     (:func:`floored_std`) in its place, its gradient folded into the
     operator's backward. One operator gives both; its backward makes two
     ``E x F`` tensors, where the autograd of two sums makes five."""
+    rowptr, perm = _grouping(src, index, num_segments, rowptr)
     if rowptr is None and not records_grad(src):
         mean, spread = _spread(_scattered_moments(src, index, num_segments),
                                std)
     else:
         mean, spread = call_operator(_moments, _MomentsFunction, src, index,
-                                     rowptr, num_segments, std)
+                                     rowptr, perm, num_segments, std)
     return mean, spread
 
 
@@ -821,7 +846,7 @@ def segment_max(x: Tensor, rowptr: Tensor, row: Tensor,
         ``(N, *F)``, 0 for empty segments.
     """
     if col is None:
-        return _reduce(x, row, rowptr, rowptr.numel() - 1, "max")
+        return _reduce(x, row, rowptr, None, rowptr.numel() - 1, "max")
     return _gather_reduce_call(x, col, row, rowptr, None, None, None,
                                rowptr.numel() - 1, "max")
 
@@ -831,7 +856,7 @@ def segment_min(x: Tensor, rowptr: Tensor, row: Tensor,
     r"""The minimum, ties sharing the gradient (arguments as
     :func:`segment_max`)."""
     if col is None:
-        return _reduce(x, row, rowptr, rowptr.numel() - 1, "min")
+        return _reduce(x, row, rowptr, None, rowptr.numel() - 1, "min")
     return _gather_reduce_call(x, col, row, rowptr, None, None, None,
                                rowptr.numel() - 1, "min")
 

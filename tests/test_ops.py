@@ -97,7 +97,8 @@ def test_message_grouping_from_the_second_sight_of_an_index():
     same place in the same tensor, rebuilt after an edit."""
     import gc
     from gnnagg.ops import clear_csr_cache
-    from gnnagg.ops.csr import _GROUPINGS, message_grouping
+    from gnnagg.ops.csr import (_GROUPINGS, MAX_GROUPED_VIEWS,
+                                message_grouping)
     edge_index = random_graph(10, 40)
     assert message_grouping(edge_index[1], 10) is None
     rowptr, perm = message_grouping(edge_index[1], 10)  # a new view object
@@ -115,9 +116,16 @@ def test_message_grouping_from_the_second_sight_of_an_index():
                        torch.argsort(edge_index[1], stable=True))
     clear_csr_cache()
     assert message_grouping(edge_index[1], 10) is None
+    # a tensor sliced into many indices keeps its latest views only
+    flat = edge_index.view(-1)
+    for start in range(0, 80, 4):
+        message_grouping(flat[start:start + 4], 10)
+    assert len(_GROUPINGS[edge_index]) == MAX_GROUPED_VIEWS
+    assert message_grouping(flat[76:80], 10) is not None  # the latest
+    assert message_grouping(flat[0:4], 10) is None  # evicted
     gc.collect()
     entries = len(_GROUPINGS)
-    del edge_index
+    del edge_index, flat
     gc.collect()
     assert len(_GROUPINGS) == entries - 1
 

@@ -476,6 +476,9 @@ def csr_of_adjacency(adj_t) -> Tuple[CSRGraph, Optional[Tensor]]:
 #: the tensor a destination index is a view of (or the index itself) ->
 #: ``{view geometry and num_segments: _Grouping}``, held weakly
 _GROUPINGS: WeakIdKeyDictionary = WeakIdKeyDictionary()
+#: views of one tensor whose groupings are kept (an ``edge_index`` has two
+#: rows; a tensor sliced into many indices keeps its latest slices only)
+MAX_GROUPED_VIEWS = 8
 
 
 class _Grouping:
@@ -498,9 +501,10 @@ def message_grouping(index: Tensor, num_segments: int
     grouping is cached for the tensor that view is of, per view, in a weak
     table: it is built (one stable sort) on the second call that finds the
     same values there, and used while they stay the same (one comparison
-    per call, as :func:`csr_view`'s cache). The first call returns None
-    and keeps a copy of the index: a graph seen once (a one-off call, a
-    batch aggregated once) costs that copy, not a sort. None as well while
+    per call, as :func:`csr_view`'s cache), for up to
+    :data:`MAX_GROUPED_VIEWS` views of one tensor. The first call returns
+    None and keeps a copy of the index: a graph seen once (a one-off call,
+    a batch aggregated once) costs that copy, not a sort. None as well while
     ``torch.compile`` traces, off the CPU, and past int32's range. An
     entry of ``index`` outside ``[0, num_segments)`` fails in the count
     that builds the grouping (``index_add_``'s ``IndexError`` or
@@ -516,6 +520,9 @@ def message_grouping(index: Tensor, num_segments: int
            num_segments)
     entry = views.get(key)
     if entry is None or not torch.equal(entry.index, index):
+        views.pop(key, None)
+        if len(views) >= MAX_GROUPED_VIEWS:  # the oldest goes
+            del views[next(iter(views))]
         views[key] = _Grouping(index)
         return None
     if entry.grouping is None:

@@ -2,7 +2,7 @@
 # Every reproduction at its full protocol, one after another, one thread each;
 # with names as arguments, only those, in that order (two queues of disjoint
 # names use two cores, about as long as each other:
-# reproduce_all.sh gatv2-lookup sum-extrapolation pna-molhiv &
+# reproduce_all.sh sum-extrapolation pna-molhiv gatv2-lookup &
 # reproduce_all.sh lcm-second-min pna-multitask &).
 # Each command resumes where a stopped one left off, so rerunning this script
 # after a stop continues the queue; runs whose records were committed

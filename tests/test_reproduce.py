@@ -351,6 +351,30 @@ def test_lookup_layers_follow_the_paper():
     assert LookupNet(5, "gat", 8).conv.heads == 8
 
 
+def test_lookup_batches_are_the_data_loaders():
+    """Unshuffled, the batches equal PyG's collated ones; shuffled, an
+    epoch holds every graph once per pass; full batches share one
+    edge_index tensor."""
+    from torch_geometric.data import Batch
+    from gnnagg.bench.reproduce.gatv2_lookup import LookupBatches
+    from gnnagg.bench.synthetic import dictionary_lookup
+    train, _ = dictionary_lookup(4)
+    batches = list(LookupBatches(train, 5))
+    assert len(batches) == -(-len(train) // 5)
+    for number, (x, edge_index, y) in enumerate(batches):
+        expected = Batch.from_data_list(train[5 * number:5 * number + 5])
+        assert torch.equal(x, expected.x) and torch.equal(y, expected.y)
+        assert torch.equal(edge_index, expected.edge_index)
+    assert batches[0][1] is batches[1][1]
+    seen = torch.cat([x[:, 1].view(-1, 8)[:, :4] for x, _, _ in
+                      LookupBatches(train, 5, passes=3, shuffle=True)])
+    values = torch.stack([graph.x[:4, 1] for graph in train])
+    counts = (seen.unsqueeze(1) == values.unsqueeze(0)).all(-1).sum(0)
+    assert counts.tolist() == [3] * len(train)  # permutations are distinct
+    with pytest.raises(ValueError, match="graphs"):
+        LookupBatches([], 5)
+
+
 def test_lookup_net_is_the_papers_graph_model():
     from torch_geometric.data import Batch
     from gnnagg.bench.synthetic import dictionary_lookup

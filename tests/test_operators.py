@@ -240,20 +240,27 @@ def module_inputs(name, chunked=False):
     return args
 
 
-def module_results(name, device="cpu", generic=False):
-    """Output and gradients (inputs, then parameters) of ``MODULES[name]``
-    in float64 on ``device``, with the same weights and inputs on every
-    call; ``generic`` forces the device-generic implementations."""
+def build_module(name):
+    """``MODULES[name]`` in float64 and evaluation mode, the same weights
+    on every call, gnnagg's aggregation inside the ``SAGEConv`` rows."""
     torch.manual_seed(0)
     module = MODULES[name]().double().eval()
     for aggregation in module.modules():
         if isinstance(aggregation, (aggr.SoftmaxAggregation,
                                     aggr.PowerMeanAggregation)):
             aggregation.reset_parameters()
-    args = module_inputs(name)
     if name.startswith("SAGEConv-") and name.split("-")[1] in (
             "sum", "mean", "min", "max", "var", "std", "mul"):
         module.aggr_module = aggr.resolve_aggregation(name.split("-")[1])
+    return module
+
+
+def module_results(name, device="cpu", generic=False):
+    """Output and gradients (inputs, then parameters) of ``MODULES[name]``
+    in float64 on ``device``, with the same weights and inputs on every
+    call; ``generic`` forces the device-generic implementations."""
+    module = build_module(name)
+    args = module_inputs(name)
     module = module.to(device)
     leaves = [a.to(device, copy=True).requires_grad_()
               if a.is_floating_point() else a.to(device) for a in args]
@@ -263,6 +270,32 @@ def module_results(name, device="cpu", generic=False):
             out.sum(), [a for a in leaves if a.requires_grad] +
             list(module.parameters()), allow_unused=True)
     return out, grads
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_training_after_evaluation_under_inference_mode(name):
+    """Evaluation under ``torch.inference_mode``, then training on the same
+    graph: what the graph caches keep (CSR views, their lazy parts, message
+    groupings) is built outside inference mode, since an inference tensor
+    cannot be saved for backward; outputs and gradients are a fresh
+    graph's."""
+    from gnnagg.ops import clear_csr_cache
+    module = build_module(name)
+    args = module_inputs(name)
+    clear_csr_cache()
+    with torch.inference_mode():
+        for _ in range(3):  # a message grouping is built on the 2nd call
+            torch.manual_seed(1)
+            module(*args)
+    results = []
+    for _ in range(2):  # on the graph seen in inference mode, then fresh
+        x = args[0].clone().requires_grad_()
+        torch.manual_seed(1)
+        out = module(x, *args[1:])
+        results.append((out, torch.autograd.grad(out.sum(), x)[0]))
+        clear_csr_cache()
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want)
 
 
 def assert_same_results(got, want):

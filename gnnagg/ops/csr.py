@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple, TypeVar
 
 import torch
 from torch import Tensor
@@ -37,6 +37,8 @@ from torch_geometric.utils import (cumsum, is_torch_sparse_tensor,
 warnings.filterwarnings(
     "ignore", message=".*Sparse CSR tensor support is in beta state.*")
 
+T = TypeVar("T")
+
 #: ``edge_index`` -> the CSR views built from it, held weakly (an entry
 #: goes with its tensor); nothing is stored on the caller's tensors.
 #: :func:`cached_views` shows an entry, :func:`clear_csr_cache` drops them.
@@ -45,10 +47,25 @@ _VIEWS: WeakIdKeyDictionary = WeakIdKeyDictionary()
 _GRAPH_ATTR = "_gnnagg_csr"
 
 
+def outside_inference_mode(build: Callable[[], T]) -> T:
+    """``build()`` with ``torch.inference_mode`` off, so that what a cache
+    keeps is a normal tensor: one made in inference mode could not be
+    saved for backward when training resumes on the same graph
+    (evaluation under ``inference_mode``, then training). While
+    ``torch.compile`` traces, ``build()`` as it is (the compiler cannot
+    read the mode; nothing built in a traced graph is cached)."""
+    if torch.compiler.is_compiling() or \
+            not torch.is_inference_mode_enabled():
+        return build()
+    with torch.inference_mode(False):
+        return build()
+
+
 class cached_property:  # noqa: N801 - functools' name and behaviour
     """``functools.cached_property`` without the lock it takes on Python
     < 3.12, a context manager ``torch.compile`` cannot trace: the value is
-    computed on first access and stored on the instance."""
+    computed on first access (outside inference mode,
+    :func:`outside_inference_mode`) and stored on the instance."""
 
     def __init__(self, method) -> None:
         self.method, self.name = method, method.__name__
@@ -57,7 +74,7 @@ class cached_property:  # noqa: N801 - functools' name and behaviour
     def __get__(self, instance, owner=None):
         if instance is None:
             return self
-        value = self.method(instance)
+        value = outside_inference_mode(lambda: self.method(instance))
         instance.__dict__[self.name] = value
         return value
 
@@ -166,32 +183,38 @@ class CSRGraph:
         blocks = self.__dict__.setdefault("_head_blocks", {})
         key = (heads, transpose)
         if key not in blocks:
-            if transpose:
-                rowptr, col, slot = self.transpose
-            else:
-                rowptr, col, slot = self.rowptr, self.col, None
-            head = torch.arange(heads, device=col.device)
-
-            def per_head(index: Tensor) -> Tensor:  # (k, h) -> index[k] H + h
-                return (index.unsqueeze(1) * heads + head).view(-1)
-
-            # entry (slot k, head h), flattened as k H + h, of row i goes to
-            # block row i H + h at s_i H + h d_i + (k - s_i): each row's
-            # (d_i, H) entries transposed, no sort
-            row = segment_ids(rowptr, col.numel())
-            start, degree = rowptr[:-1][row], rowptr.diff()[row]
-            slots = torch.arange(col.numel(), device=col.device)
-            position = (start * (heads - 1) + slots).unsqueeze(1) + \
-                head * degree.unsqueeze(1)
-            order = slots.new_empty(col.numel() * heads)
-            order[position.view(-1)] = torch.arange(
-                order.numel(), device=col.device)
-            if slot is not None:  # slot k of the transpose is CSR slot[k]
-                slot = per_head(slot)[order]
-            rowptr_blocks = cumsum(rowptr.diff().repeat_interleave(heads))
-            blocks[key] = (rowptr_blocks.int(), per_head(col)[order].int(),
-                           order if slot is None else slot)
+            blocks[key] = outside_inference_mode(
+                lambda: self._build_head_blocks(heads, transpose))
         return blocks[key]
+
+    def _build_head_blocks(self, heads: int, transpose: bool
+                           ) -> Tuple[Tensor, Tensor, Tensor]:
+        """:meth:`head_blocks`, built."""
+        if transpose:
+            rowptr, col, slot = self.transpose
+        else:
+            rowptr, col, slot = self.rowptr, self.col, None
+        head = torch.arange(heads, device=col.device)
+
+        def per_head(index: Tensor) -> Tensor:  # (k, h) -> index[k] H + h
+            return (index.unsqueeze(1) * heads + head).view(-1)
+
+        # entry (slot k, head h), flattened as k H + h, of row i goes to
+        # block row i H + h at s_i H + h d_i + (k - s_i): each row's
+        # (d_i, H) entries transposed, no sort
+        row = segment_ids(rowptr, col.numel())
+        start, degree = rowptr[:-1][row], rowptr.diff()[row]
+        slots = torch.arange(col.numel(), device=col.device)
+        position = (start * (heads - 1) + slots).unsqueeze(1) + \
+            head * degree.unsqueeze(1)
+        order = slots.new_empty(col.numel() * heads)
+        order[position.view(-1)] = torch.arange(
+            order.numel(), device=col.device)
+        if slot is not None:  # slot k of the transpose is CSR slot[k]
+            slot = per_head(slot)[order]
+        rowptr_blocks = cumsum(rowptr.diff().repeat_interleave(heads))
+        return (rowptr_blocks.int(), per_head(col)[order].int(),
+                order if slot is None else slot)
 
     @cached_property
     def by_destination(self) -> EdgeIndex:
@@ -403,9 +426,11 @@ def csr_view(edge_index: Tensor, num_src: int, num_dst: Optional[int] = None,
     cache = _VIEWS.get(edge_index)
     if cache is not None and key in cache.views and cache.holds(edge_index):
         return cache.views[key]
-    csr = build_csr(edge_index, num_src, num_dst, self_loops)
+    csr = outside_inference_mode(
+        lambda: build_csr(edge_index, num_src, num_dst, self_loops))
     if cache is None or not cache.holds(edge_index):
-        cache = _VIEWS[edge_index] = _ViewCache(edge_index)
+        cache = _VIEWS[edge_index] = outside_inference_mode(
+            lambda: _ViewCache(edge_index))
     cache.views[key] = csr
     return csr
 
@@ -523,13 +548,19 @@ def message_grouping(index: Tensor, num_segments: int
         views.pop(key, None)
         if len(views) >= MAX_GROUPED_VIEWS:  # the oldest goes
             del views[next(iter(views))]
-        views[key] = _Grouping(index)
+        views[key] = outside_inference_mode(lambda: _Grouping(index))
         return None
     if entry.grouping is None:
-        perm = torch.argsort(index, stable=True)
-        rowptr = cumsum(index_counts(index, num_segments))
-        entry.grouping = (rowptr.int(), perm.int())
+        entry.grouping = outside_inference_mode(
+            lambda: _grouping_of(index, num_segments))
     return entry.grouping
+
+
+def _grouping_of(index: Tensor, num_segments: int) -> Tuple[Tensor, Tensor]:
+    """``(rowptr, perm)`` of :func:`message_grouping`, built."""
+    perm = torch.argsort(index, stable=True)
+    rowptr = cumsum(index_counts(index, num_segments))
+    return rowptr.int(), perm.int()
 
 
 def csr_from_index(index: Optional[Tensor], num_segments: int,

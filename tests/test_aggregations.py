@@ -210,6 +210,39 @@ def test_repeated_aggr_calls_on_one_graph_match_pyg(name):
     assert message_grouping(edge_index[1], 12) is not None
 
 
+@pytest.mark.parametrize("make", [
+    lambda: aggr.LCMAggregation(5, 5), lambda: aggr.TopMAttentionAggregation(
+        5, m=2), lambda: aggr.MultiAggregation(["mean", aggr.LCMAggregation(
+            5, 5)])], ids=["lcm", "topm", "multi-with-tree"])
+def test_grouping_aggregations_on_a_cached_view_equal_a_fresh_one(
+        make, monkeypatch):
+    """Aggregations that group the messages sort a graph once: from the
+    second call on they reuse its CSR view, with the outputs and gradients
+    of a freshly sorted graph."""
+    from torch_geometric.nn import SAGEConv
+    import gnnagg.ops.csr as csr_module
+    from gnnagg.ops import clear_csr_cache
+    sorts = []
+    build = csr_module._messages_csr
+    monkeypatch.setattr(csr_module, "_messages_csr",
+                        lambda *a: sorts.append(1) or build(*a))
+    torch.manual_seed(0)
+    conv = SAGEConv(5, 4, aggr=make()).double()
+    edge_index = torch.cat([skewed_graph(12), skewed_graph(12)[:, :9]], 1)
+    x = torch.randn(12, 5, dtype=torch.double)
+    results = []
+    for fresh in (True, False, False):
+        if fresh:
+            clear_csr_cache()
+        leaf = x.clone().requires_grad_()
+        out = conv(leaf, edge_index)
+        results.append((out, torch.autograd.grad(out.sum(), leaf)[0]))
+    assert len(sorts) == 1
+    for later in results[1:]:
+        torch.testing.assert_close(later[0], results[0][0])
+        torch.testing.assert_close(later[1], results[0][1])
+
+
 def test_bad_index_raises_value_error():
     x = torch.randn(4, 2)
     past_dim_size = torch.tensor([0, 1, 5, 1])

@@ -130,6 +130,27 @@ def test_message_grouping_from_the_second_sight_of_an_index():
     assert len(_GROUPINGS) == entries - 1
 
 
+def test_csr_from_index_sorts_an_index_once():
+    """The aggregations that group messages (trees, recurrent cells, top-m)
+    get an index's CSR view from the cache on later calls; an edit, a
+    different tensor or a bad entry gets no cached view."""
+    from gnnagg.ops import csr_from_index
+    index = torch.tensor([2, 0, 1, 2, 0])
+    first = csr_from_index(index, 3)
+    assert csr_from_index(index, 3) is first
+    assert csr_from_index(index.clone(), 3) is not first
+    assert csr_from_index(index, 4) is not first
+    index[0] = 1
+    rebuilt = csr_from_index(index, 3)
+    assert rebuilt is not first
+    assert torch.equal(rebuilt.perm, torch.argsort(index, stable=True))
+    assert rebuilt.rowptr.tolist() == [0, 2, 4, 5]
+    past_range = torch.tensor([0, 5])
+    for _ in range(2):
+        with pytest.raises(IndexError):
+            csr_from_index(past_range, 3)
+
+
 def test_reductions_of_a_grouped_index_equal_the_scatter():
     """From the second call on an index, sums, means, extremes and moments
     of unsorted messages run on its grouping: values and gradients equal

@@ -507,11 +507,39 @@ MAX_GROUPED_VIEWS = 8
 
 
 class _Grouping:
-    """A copy of an index seen once, and its grouping once seen again."""
+    """A copy of an index seen once, and what was built from it since: its
+    int32 grouping (:func:`message_grouping`) and its CSR view
+    (:func:`csr_from_index`)."""
 
     def __init__(self, index: Tensor) -> None:
         self.index = index.clone()
         self.grouping: Optional[Tuple[Tensor, Tensor]] = None
+        self.csr: Optional["CSRGraph"] = None
+
+
+def _grouping_entry(index: Tensor, num_segments: int
+                    ) -> Tuple[Optional[_Grouping], bool]:
+    """The cache entry of ``index`` (see :func:`message_grouping`) and
+    whether it was there already; a new entry replaces one whose index
+    changed. ``(None, False)`` where nothing is cached: while
+    ``torch.compile`` traces, off the CPU, past int32's range."""
+    if torch.compiler.is_compiling() or index.device.type != "cpu" or \
+            index.numel() >= 2 ** 31 or num_segments >= 2 ** 31:
+        return None, False
+    base = index if index._base is None else index._base
+    views = _GROUPINGS.get(base)
+    if views is None:
+        views = _GROUPINGS[base] = {}
+    key = (index.storage_offset(), index.stride(), index.numel(),
+           num_segments)
+    entry = views.get(key)
+    if entry is not None and torch.equal(entry.index, index):
+        return entry, True
+    views.pop(key, None)
+    if len(views) >= MAX_GROUPED_VIEWS:  # the oldest goes
+        del views[next(iter(views))]
+    entry = views[key] = outside_inference_mode(lambda: _Grouping(index))
+    return entry, False
 
 
 def message_grouping(index: Tensor, num_segments: int
@@ -534,21 +562,8 @@ def message_grouping(index: Tensor, num_segments: int
     entry of ``index`` outside ``[0, num_segments)`` fails in the count
     that builds the grouping (``index_add_``'s ``IndexError`` or
     ``RuntimeError``)."""
-    if torch.compiler.is_compiling() or index.device.type != "cpu" or \
-            index.numel() >= 2 ** 31 or num_segments >= 2 ** 31:
-        return None
-    base = index if index._base is None else index._base
-    views = _GROUPINGS.get(base)
-    if views is None:
-        views = _GROUPINGS[base] = {}
-    key = (index.storage_offset(), index.stride(), index.numel(),
-           num_segments)
-    entry = views.get(key)
-    if entry is None or not torch.equal(entry.index, index):
-        views.pop(key, None)
-        if len(views) >= MAX_GROUPED_VIEWS:  # the oldest goes
-            del views[next(iter(views))]
-        views[key] = outside_inference_mode(lambda: _Grouping(index))
+    entry, seen = _grouping_entry(index, num_segments)
+    if entry is None or not seen:
         return None
     if entry.grouping is None:
         entry.grouping = outside_inference_mode(
@@ -568,7 +583,11 @@ def csr_from_index(index: Optional[Tensor], num_segments: int,
                    num_messages: Optional[int] = None) -> CSRGraph:
     """The grouping of messages by their destination ``index`` as a CSR view
     whose "sources" are the messages themselves (``col = perm``). With a
-    ``ptr`` the messages are already grouped and nothing is sorted.
+    ``ptr`` the messages are already grouped and nothing is sorted; an
+    unsorted CPU index is sorted once and its view cached with its
+    grouping (:func:`message_grouping`'s table), so that the aggregations
+    that need grouped messages (trees, recurrent cells, top-m) sort a graph
+    once, not on every call.
 
     ``num_messages``, when given, must match ``index`` (one entry per
     message) or ``ptr[-1]``; an index past ``num_segments`` raises
@@ -595,7 +614,20 @@ def csr_from_index(index: Optional[Tensor], num_segments: int,
         return CSRGraph(ptr, ids, ids, ids.numel(), ptr.numel() - 1)
     else:
         index = check_index(index, num_messages)
+        entry, seen = _grouping_entry(index, num_segments)
+        if seen and entry is not None and entry.csr is not None:
+            return entry.csr  # the same values, checked when it was built
         check_index_range(index, num_segments)
+        csr = outside_inference_mode(
+            lambda: _messages_csr(index, num_segments))
+        if entry is not None:
+            entry.csr = csr
+        return csr
+    return _messages_csr(index, num_segments)
+
+
+def _messages_csr(index: Tensor, num_segments: int) -> CSRGraph:
+    """The CSR view of :func:`csr_from_index` for an unsorted ``index``."""
     perm = torch.argsort(index, stable=True)
     counts = _counts(index, num_segments)
     return CSRGraph(cumsum(counts), perm, perm, index.numel(),

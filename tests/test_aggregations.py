@@ -183,9 +183,8 @@ def test_usable_as_aggr_of_any_message_passing(name):
 
 @pytest.mark.parametrize("name", NAMES + ["Multi"])
 def test_repeated_aggr_calls_on_one_graph_match_pyg(name):
-    """From the second call on the same edges the reductions run on the
-    index's cached grouping: every call gives PyG's values and gradients,
-    with duplicate edges and tied messages."""
+    """The reductions run on the index's cached grouping: every call gives
+    PyG's values and gradients, with duplicate edges and tied messages."""
     from torch_geometric.nn import SAGEConv
     from gnnagg.ops.csr import message_grouping
     make = ((lambda m: m.MultiAggregation(["mean", "max", "std"]))
@@ -208,6 +207,20 @@ def test_repeated_aggr_calls_on_one_graph_match_pyg(name):
             torch.autograd.grad(out, leaf, grad)[0],
             torch.autograd.grad(expected, expected_leaf, grad)[0])
     assert message_grouping(edge_index[1], 12) is not None
+
+
+@pytest.mark.parametrize("name", ["Sum", "Mean", "Max", "Std", "Softmax"])
+def test_repeated_aggr_calls_give_the_same_bits(name):
+    """Every call on a graph runs the same kernel (the grouping is built on
+    the first): a second forward equals the first exactly."""
+    from torch_geometric.nn import SAGEConv
+    torch.manual_seed(0)
+    conv = SAGEConv(8, 8, aggr=getattr(aggr, f"{name}Aggregation")())
+    edge_index = torch.randint(0, 50, (2, 400))
+    x = torch.randn(50, 8)
+    first = conv(x, edge_index)
+    for _ in range(2):
+        assert torch.equal(conv(x, edge_index), first)
 
 
 @pytest.mark.parametrize("make", [
@@ -246,7 +259,7 @@ def test_grouping_aggregations_on_a_cached_view_equal_a_fresh_one(
 def test_bad_index_raises_value_error():
     x = torch.randn(4, 2)
     past_dim_size = torch.tensor([0, 1, 5, 1])
-    for _ in range(3):  # grouped from the second sight of the index
+    for _ in range(3):  # the same error whether grouped or not
         with pytest.raises(ValueError, match="invalid 'dim_size'"):  # PyG's
             aggr.SumAggregation()(x, past_dim_size, dim_size=3)
     with pytest.raises(ValueError, match="negative"):

@@ -284,7 +284,7 @@ def test_training_after_evaluation_under_inference_mode(name):
     args = module_inputs(name)
     clear_csr_cache()
     with torch.inference_mode():
-        for _ in range(3):  # a message grouping is built on the 2nd call
+        for _ in range(3):
             torch.manual_seed(1)
             module(*args)
     results = []

@@ -91,38 +91,38 @@ def test_csr_cache_sets_nothing_on_the_tensor_and_goes_with_it():
     assert cached_views(edge_index) == {}
 
 
-def test_message_grouping_from_the_second_sight_of_an_index():
-    """An index seen once is copied, not sorted; from the second call with
-    the same values it gets its CSR grouping, shared by every view of the
-    same place in the same tensor, rebuilt after an edit."""
+def test_message_grouping_is_cached_per_view_and_rebuilt_after_an_edit():
+    """An index's CSR grouping is built on its first call and shared by
+    every view of the same place in the same tensor; an edit (even one
+    that leaves the version counter alone), another view or another size
+    gets its own; a tensor sliced into many indices keeps its latest
+    views; the entry goes with its tensor."""
     import gc
     from gnnagg.ops import clear_csr_cache
     from gnnagg.ops.csr import (_GROUPINGS, MAX_GROUPED_VIEWS,
                                 message_grouping)
     edge_index = random_graph(10, 40)
-    assert message_grouping(edge_index[1], 10) is None
-    rowptr, perm = message_grouping(edge_index[1], 10)  # a new view object
+    rowptr, perm = message_grouping(edge_index[1], 10)
     assert rowptr.dtype == perm.dtype == torch.int32
     assert torch.equal(rowptr.long(), torch.cat([torch.zeros(1, dtype=torch.long),
         torch.bincount(edge_index[1], minlength=10).cumsum(0)]))
     assert torch.equal(perm.long(), torch.argsort(edge_index[1], stable=True))
-    assert message_grouping(edge_index[1], 10)[1] is perm  # cached
-    assert message_grouping(edge_index[0], 10) is None  # another view
-    assert message_grouping(edge_index[1], 11) is None  # another size
+    assert message_grouping(edge_index[1], 10)[1] is perm  # a new view object
+    assert message_grouping(edge_index[0], 10)[1] is not perm  # another view
+    assert message_grouping(edge_index[1], 11)[1] is not perm  # another size
     edge_index.numpy()[1, 0] = (edge_index[1, 0] + 1) % 10  # no version bump
-    assert message_grouping(edge_index[1], 10) is None
     rebuilt = message_grouping(edge_index[1], 10)[1]
+    assert rebuilt is not perm
     assert torch.equal(rebuilt.long(),
                        torch.argsort(edge_index[1], stable=True))
     clear_csr_cache()
-    assert message_grouping(edge_index[1], 10) is None
-    # a tensor sliced into many indices keeps its latest views only
+    assert message_grouping(edge_index[1], 10)[1] is not rebuilt
     flat = edge_index.view(-1)
-    for start in range(0, 80, 4):
-        message_grouping(flat[start:start + 4], 10)
+    groupings = [message_grouping(flat[start:start + 4], 10)
+                 for start in range(0, 80, 4)]
     assert len(_GROUPINGS[edge_index]) == MAX_GROUPED_VIEWS
-    assert message_grouping(flat[76:80], 10) is not None  # the latest
-    assert message_grouping(flat[0:4], 10) is None  # evicted
+    assert message_grouping(flat[76:80], 10)[1] is groupings[-1][1]
+    assert message_grouping(flat[0:4], 10)[1] is not groupings[0][1]
     gc.collect()
     entries = len(_GROUPINGS)
     del edge_index, flat
@@ -152,9 +152,9 @@ def test_csr_from_index_sorts_an_index_once():
 
 
 def test_reductions_of_a_grouped_index_equal_the_scatter():
-    """From the second call on an index, sums, means, extremes and moments
-    of unsorted messages run on its grouping: values and gradients equal
-    the scatter's (duplicates and ties included), float64 gradcheck."""
+    """Sums, means, extremes and moments of unsorted messages run on their
+    index's grouping: values and gradients equal the scatter's (duplicates
+    and ties included), float64 gradcheck."""
     from torch_geometric.utils import scatter
     from gnnagg.ops import reduce_messages
     from gnnagg.ops.csr import message_grouping
@@ -163,8 +163,6 @@ def test_reductions_of_a_grouped_index_equal_the_scatter():
     index = torch.randint(0, 9, (60,), generator=gen)
     index[index == 4] = 5  # an empty destination
     x = torch.randint(-2, 3, (60, 4), generator=gen).double()  # ties
-    for _ in range(2):
-        message_grouping(index, 9)
     assert message_grouping(index, 9) is not None
     for reduce in ("sum", "mean", "max", "min"):
         leaf = x.clone().requires_grad_()

@@ -507,7 +507,7 @@ MAX_GROUPED_VIEWS = 8
 
 
 class _Grouping:
-    """A copy of an index seen once, and what was built from it since: its
+    """A copy of an index and what was built from it: its
     int32 grouping (:func:`message_grouping`) and its CSR view
     (:func:`csr_from_index`)."""
 
@@ -546,24 +546,22 @@ def message_grouping(index: Tensor, num_segments: int
                      ) -> Optional[Tuple[Tensor, Tensor]]:
     r"""``(rowptr, perm)``, int32: the CSR grouping of messages by their
     destination ``index`` (slot ``k`` of destination ``i``'s segment
-    ``rowptr[i]:rowptr[i+1]`` holds message ``perm[k]``), on the CPU, from
-    the second call with the same index on.
+    ``rowptr[i]:rowptr[i+1]`` holds message ``perm[k]``), on the CPU.
 
     An aggregation used as ``aggr=`` sees only ``index``, a fresh view of
     the caller's ``edge_index`` on every call (``edge_index[1]``). The
     grouping is cached for the tensor that view is of, per view, in a weak
-    table: it is built (one stable sort) on the second call that finds the
-    same values there, and used while they stay the same (one comparison
-    per call, as :func:`csr_view`'s cache), for up to
-    :data:`MAX_GROUPED_VIEWS` views of one tensor. The first call returns
-    None and keeps a copy of the index: a graph seen once (a one-off call,
-    a batch aggregated once) costs that copy, not a sort. None as well while
-    ``torch.compile`` traces, off the CPU, and past int32's range. An
-    entry of ``index`` outside ``[0, num_segments)`` fails in the count
-    that builds the grouping (``index_add_``'s ``IndexError`` or
+    table, with a copy of the index: built (one stable sort) on the first
+    call, used while the index holds the same values (one comparison per
+    call, as :func:`csr_view`'s cache), for up to
+    :data:`MAX_GROUPED_VIEWS` views of one tensor. Every call on a graph
+    thus runs the same kernel, and repeated calls give identical results.
+    None while ``torch.compile`` traces, off the CPU, and past int32's
+    range. An entry of ``index`` outside ``[0, num_segments)`` fails in
+    the count that builds the grouping (``index_add_``'s ``IndexError`` or
     ``RuntimeError``)."""
-    entry, seen = _grouping_entry(index, num_segments)
-    if entry is None or not seen:
+    entry, _ = _grouping_entry(index, num_segments)
+    if entry is None:
         return None
     if entry.grouping is None:
         entry.grouping = outside_inference_mode(

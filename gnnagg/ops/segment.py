@@ -758,11 +758,10 @@ def reduce_messages(src: Tensor, index: Tensor, num_segments: int,
     reduces contiguous segments. Differentiable; max and min split the
     gradient between ties.
 
-    Unsorted CPU messages whose ``index`` was seen before
-    (:func:`~gnnagg.ops.csr.message_grouping`: from the second call with
-    the same graph on) are reduced in place by their cached grouping, a
-    sparse product that reads each message where it lies. Other unsorted
-    messages that record no gradient, and sums and means of up to
+    Unsorted float CPU messages are reduced in place by their index's
+    cached grouping (:func:`~gnnagg.ops.csr.message_grouping`: one sort per
+    graph), a sparse product that reads each message where it lies. Other
+    unsorted messages that record no gradient, and sums and means of up to
     ``SMALL_SCATTER`` unsorted elements, run PyTorch's own scatter (what the
     operator's generic implementation runs) outside the operator: its
     C++ autograd costs less per call than a Python-registered one, which

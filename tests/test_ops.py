@@ -151,6 +151,31 @@ def test_csr_from_index_sorts_an_index_once():
             csr_from_index(past_range, 3)
 
 
+@pytest.mark.parametrize("grouping_first", [True, False])
+def test_grouping_and_csr_view_of_an_index_share_one_sort(monkeypatch,
+                                                          grouping_first):
+    """An index both reduced by its grouping and grouped into a CSR view
+    (a multi-aggregation with a tree) is sorted once, whichever comes
+    first; both describe the same grouping."""
+    from gnnagg.ops import csr_from_index
+    from gnnagg.ops.csr import message_grouping
+    sorts = []
+    argsort = torch.argsort
+    monkeypatch.setattr(torch, "argsort",
+                        lambda *a, **k: sorts.append(1) or argsort(*a, **k))
+    index = torch.tensor([2, 0, 1, 2, 0, 2])
+    if grouping_first:
+        rowptr, perm = message_grouping(index, 4)
+        csr = csr_from_index(index, 4)
+    else:
+        csr = csr_from_index(index, 4)
+        rowptr, perm = message_grouping(index, 4)
+    assert len(sorts) == 1
+    assert torch.equal(csr.perm, perm.long()) and csr.perm is csr.col
+    assert torch.equal(csr.rowptr, rowptr.long())
+    assert csr.rowptr.tolist() == [0, 2, 3, 6, 6]
+
+
 def test_reductions_of_a_grouped_index_equal_the_scatter():
     """Sums, means, extremes and moments of unsorted messages run on their
     index's grouping: values and gradients equal the scatter's (duplicates

@@ -565,12 +565,17 @@ def message_grouping(index: Tensor, num_segments: int
         return None
     if entry.grouping is None:
         entry.grouping = outside_inference_mode(
-            lambda: _grouping_of(index, num_segments))
+            lambda: _grouping_of(index, num_segments, entry.csr))
     return entry.grouping
 
 
-def _grouping_of(index: Tensor, num_segments: int) -> Tuple[Tensor, Tensor]:
-    """``(rowptr, perm)`` of :func:`message_grouping`, built."""
+def _grouping_of(index: Tensor, num_segments: int,
+                 csr: Optional["CSRGraph"]) -> Tuple[Tensor, Tensor]:
+    """``(rowptr, perm)`` of :func:`message_grouping`, from the index's
+    cached CSR view where :func:`csr_from_index` built one (no second
+    sort), else built."""
+    if csr is not None:
+        return csr.rowptr.int(), csr.perm.int()
     perm = torch.argsort(index, stable=True)
     rowptr = cumsum(index_counts(index, num_segments))
     return rowptr.int(), perm.int()
@@ -596,8 +601,8 @@ def csr_from_index(index: Optional[Tensor], num_segments: int,
             count = ptr.numel() - 1 if num_messages is None else num_messages
             ids = torch.arange(count, device=ptr.device)
             return CSRGraph(ptr, ids, ids, count, ptr.numel() - 1)
-        index = check_index(index, num_messages)
-    elif ptr is not None:
+        return _messages_csr(check_index(index, num_messages), num_segments)
+    if ptr is not None:
         total = int(ptr[-1]) if ptr.dim() == 1 and ptr.numel() else 0
         if ptr.dim() != 1 or ptr.numel() == 0 or (
                 num_messages is not None and total != num_messages):
@@ -610,26 +615,31 @@ def csr_from_index(index: Optional[Tensor], num_segments: int,
                              f"from 0, got {ptr.tolist()[:8]}...")
         ids = torch.arange(total, device=ptr.device)
         return CSRGraph(ptr, ids, ids, ids.numel(), ptr.numel() - 1)
+    index = check_index(index, num_messages)
+    entry, seen = _grouping_entry(index, num_segments)
+    if seen and entry is not None and entry.csr is not None:
+        return entry.csr  # the same values, checked when it was built
+    check_index_range(index, num_segments)
+    grouping = None if entry is None else entry.grouping
+    csr = outside_inference_mode(
+        lambda: _messages_csr(index, num_segments, grouping))
+    if entry is not None:
+        entry.csr = csr
+    return csr
+
+
+def _messages_csr(index: Tensor, num_segments: int,
+                  grouping: Optional[Tuple[Tensor, Tensor]] = None
+                  ) -> CSRGraph:
+    """The CSR view of :func:`csr_from_index` for an unsorted ``index``,
+    from the index's cached :func:`message_grouping` where there is one
+    (no second sort), else sorted."""
+    if grouping is not None:
+        rowptr, perm = grouping[0].long(), grouping[1].long()
     else:
-        index = check_index(index, num_messages)
-        entry, seen = _grouping_entry(index, num_segments)
-        if seen and entry is not None and entry.csr is not None:
-            return entry.csr  # the same values, checked when it was built
-        check_index_range(index, num_segments)
-        csr = outside_inference_mode(
-            lambda: _messages_csr(index, num_segments))
-        if entry is not None:
-            entry.csr = csr
-        return csr
-    return _messages_csr(index, num_segments)
-
-
-def _messages_csr(index: Tensor, num_segments: int) -> CSRGraph:
-    """The CSR view of :func:`csr_from_index` for an unsorted ``index``."""
-    perm = torch.argsort(index, stable=True)
-    counts = _counts(index, num_segments)
-    return CSRGraph(cumsum(counts), perm, perm, index.numel(),
-                    num_segments)
+        perm = torch.argsort(index, stable=True)
+        rowptr = cumsum(_counts(index, num_segments))
+    return CSRGraph(rowptr, perm, perm, index.numel(), num_segments)
 
 
 def check_index(index: Optional[Tensor],

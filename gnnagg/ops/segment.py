@@ -765,10 +765,10 @@ def reduce_messages(src: Tensor, index: Tensor, num_segments: int,
     ``SMALL_SCATTER`` unsorted elements, run PyTorch's own scatter (what the
     operator's generic implementation runs) outside the operator: its
     C++ autograd costs less per call than a Python-registered one, which
-    matters on small graphs. Sorted (or grouped) messages that record no gradient, in
-    an eager CPU call, run the operator's CPU kernel directly (the softmax
-    operator's reductions: 12-15 us a call less than through an autograd
-    Function that records nothing). Everything else goes through the
+    matters on small graphs. Sorted (or grouped) messages that record no
+    gradient, in an eager CPU call, run the operator's CPU kernel directly
+    (the softmax operator's reductions: 12-15 us a call less than through
+    an autograd Function that records nothing). Everything else goes through the
     operator (eager CPU calls past the dispatcher), whose backward keeps only
     ``index`` for sums and means (the autograd of ``index_add_``, the
     larger inputs' scatter, would keep all of ``src``)."""

@@ -562,6 +562,68 @@ def test_chunks_grow_off_the_cpu():
         (1 << 15) * DEVICE_CHUNK_FACTOR > 1 << 15
 
 
+def _around_the_std_floor(dtype):
+    """Variances whose clamped square root lies at PyG's std floor,
+    :math:`\\sqrt{10^{-5}}`: every finite non-negative 16-bit value of a
+    half type, else a fine grid through :math:`10^{-5}` with its
+    neighbours in ``dtype``."""
+    if dtype in (torch.float16, torch.bfloat16):
+        values = torch.arange(1 << 15, dtype=torch.int32).to(
+            torch.int16).view(dtype)
+        return values[values.isfinite()]
+    eps = torch.tensor(1e-5, dtype=dtype)
+    neighbours = [torch.nextafter(eps, eps.new_tensor(0.0)), eps,
+                  torch.nextafter(eps, eps.new_tensor(1.0))]
+    return torch.cat([torch.linspace(0.99e-5, 1.01e-5, 20001, dtype=dtype),
+                      torch.stack(neighbours), eps.new_tensor([0.0, 1.0])])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16,
+                                   torch.float32, torch.float64])
+def test_std_floor_zeroes_what_pygs_masked_fill_zeroes(dtype):
+    """:func:`floored_std` (a threshold, in place or not) equals PyG's
+    ``masked_fill`` of the clamped square root bit for bit at every value
+    around the floor, and its gradient equals PyG's autograd; so does the
+    std of the moments operator, whose backward divides by infinity where
+    PyG's masks."""
+    from torch_geometric.utils import scatter
+    from gnnagg.ops.segment import floored_std
+    variance = _around_the_std_floor(dtype)
+    clamped = variance.clamp(min=1e-5).sqrt()
+    want = clamped.masked_fill(clamped <= 1e-5 ** 0.5, 0.0)
+    assert torch.equal(floored_std(variance.clone()), want)
+    leaf = variance.clone().requires_grad_()
+    got = floored_std(leaf, inplace=False)
+    assert torch.equal(got, want)
+    grad = torch.rand(variance.shape, dtype=dtype)
+    reference = leaf.clamp(min=1e-5).sqrt()
+    reference = reference.masked_fill(reference <= 1e-5 ** 0.5, 0.0)
+    assert torch.equal(torch.autograd.grad(got, leaf, grad)[0],
+                       torch.autograd.grad(reference, leaf, grad)[0])
+    # pairs (0, 2s): a variance of exactly s^2 for each value's root s
+    roots = variance.sqrt()[:4096]
+    messages = torch.stack([torch.zeros_like(roots), 2 * roots], 1)
+    messages = messages.reshape(-1, 1).requires_grad_()
+    index = torch.arange(roots.numel()).repeat_interleave(2)
+    std = message_moments(messages, index, roots.numel(), std=True)[1]
+    mean = scatter(messages, index, 0, roots.numel(), "mean")
+    square_mean = scatter(messages * messages, index, 0, roots.numel(),
+                          "mean")
+    pyg = (square_mean - mean * mean).clamp(min=1e-5).sqrt()
+    pyg = pyg.masked_fill(pyg <= 1e-5 ** 0.5, 0.0)
+    assert torch.equal(std, pyg)
+    upstream = torch.rand(std.shape, dtype=dtype)
+    got_grad, = torch.autograd.grad(std, messages, upstream)
+    want_grad, = torch.autograd.grad(pyg, messages, upstream)
+    # documented exception: a variance of exactly 1e-5 in the dtype, whose
+    # gradient PyG's clamp passes, gets 0 (the std cannot tell it apart
+    # from a clamped one)
+    at_eps = ((square_mean - mean * mean) == torch.tensor(1e-5, dtype=dtype))
+    at_eps = at_eps.repeat_interleave(2, 0)
+    assert (got_grad[at_eps] == 0).all()
+    torch.testing.assert_close(got_grad[~at_eps], want_grad[~at_eps])
+
+
 @settings(max_examples=30, deadline=None)
 @given(num_segments=st.integers(1, 6), num_messages=st.integers(0, 25),
        sorted_messages=st.booleans(), uses=st.sampled_from(

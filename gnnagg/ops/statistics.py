@@ -33,14 +33,13 @@ split their gradient between ties, as PyG's scatter does.
 """
 from __future__ import annotations
 
-import math
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from torch import Tensor
 
 from .csr import CSRGraph, segment_ids
 from .library import records_grad
-from .segment import (STD_EPS, gather_extremes, gather_moments,
+from .segment import (floored_std, gather_extremes, gather_moments,
                       gather_reduce, message_counts, message_moments,
                       reduce_messages)
 
@@ -73,8 +72,7 @@ def _stats(reduce: Callable[[Tensor, str], Tensor], x: Tensor,
         out["mean"], variance = moments(x, False)
         out["var"] = variance.relu()  # cheaper backward than clamp's
         if "std" in stats:  # both: the std from the variance by autograd
-            std = variance.clamp(min=STD_EPS).sqrt()
-            out["std"] = std.masked_fill(std <= math.sqrt(STD_EPS), 0.0)
+            out["std"] = floored_std(variance, inplace=False)
     elif "std" in stats:  # its gradient folded into the operator's
         out["mean"], out["std"] = moments(x, True)
     if "sum" in stats or ("mean" in stats and "mean" not in out):

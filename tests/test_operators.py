@@ -92,13 +92,19 @@ def operator_calls():
     calls.append(("message_attention-all-kept", OPS.message_attention,
                   (leaf(E, 3), leaf(1, 3), leaf(1), None, csr.rowptr,
                    csr.row, slots)))
-    for keep in (False, True):  # recomputed in backward / kept
-        calls.append((f"gatv2_score-keep={keep}", OPS.gatv2_score,
+    # recomputed in backward / kept, summed by index_add / sparse products
+    for keep, transpose in ((False, (None, None)), (True, (None, None)),
+                            (True, (rowptr_t, slot_t))):
+        form = f"keep={keep}" + ("-products" if transpose[0] is not None
+                                 else "")
+        calls.append((f"gatv2_score-{form}", OPS.gatv2_score,
                       (leaf(N, 2, 3), leaf(N, 2, 3), leaf(2, 3), csr.col,
-                       csr.row, leaf(E, 4), leaf(6, 4), 0.2, keep)))
-        calls.append((f"gatv2_score-no-edges-keep={keep}", OPS.gatv2_score,
+                       csr.row, csr.rowptr, *transpose, leaf(E, 4),
+                       leaf(6, 4), 0.2, keep)))
+        calls.append((f"gatv2_score-no-edges-{form}", OPS.gatv2_score,
                       (leaf(N, 2, 3), leaf(N, 2, 3), leaf(2, 3), csr.col,
-                       csr.row, None, None, 0.2, keep)))
+                       csr.row, csr.rowptr, *transpose, None, None, 0.2,
+                       keep)))
     for dst, name in ((leaf(N, 2), ""), (None, "-sources-only")):
         calls.append((f"endpoint_sum{name}", OPS.endpoint_sum,
                       (leaf(N, 2), dst, csr.col, csr.row, csr.rowptr,
@@ -107,14 +113,20 @@ def operator_calls():
                   (leaf(N, 2), leaf(N, 2), csr.col, csr.row, csr.rowptr,
                    None, None)))
     plain = dict(dtype=torch.double)  # backward operators: no double backward
-    for activated in (None, torch.randn(E, 2, 3, **plain)):
-        kind = "recomputed" if activated is None else "kept"
+    for activated, transpose in ((None, (None, None)),
+                                 (torch.randn(E, 2, 3, **plain),
+                                  (None, None)),
+                                 (torch.randn(E, 2, 3, **plain),
+                                  (rowptr_t, slot_t))):
+        kind = ("recomputed" if activated is None else "kept") + \
+            ("-products" if transpose[0] is not None else "")
         calls.append((f"gatv2_score-{kind}-backward",
                       OPS.gatv2_score_backward,
                       (torch.randn(E, 2, **plain),
                        torch.randn(N, 2, 3, **plain),
                        torch.randn(N, 2, 3, **plain),
                        torch.randn(2, 3, **plain), csr.col, csr.row,
+                       csr.rowptr, *transpose,
                        torch.randn(E, 4, **plain), torch.randn(6, 4, **plain),
                        activated, 0.2)))
     for form, structure in (("", (rowptr_t, col_t, slot_t) + (None,) * 6),
@@ -513,15 +525,18 @@ def _dispatch_free_cases():
                   (x_src, x_dst)))
     cases.append(("gatv2_score", lambda: gatv2_score(x_src, x_dst, att, csr),
                   lambda: OPS.gatv2_score(x_src, x_dst, att, csr.col, csr.row,
-                                          None, None, 0.2, True)[0],
+                                          csr.rowptr, csr.transpose[0],
+                                          csr.transpose[2], None, None, 0.2,
+                                          True)[0],
                   (x_src, x_dst, att)))
     # the Function itself where backward recomputes (large graphs)
     cases.append(("gatv2_score-recomputed",
                   lambda: dynamic_attention._Gatv2ScoreFunction.apply(
-                      x_src, x_dst, att, csr.col, csr.row, None, None, 0.2,
-                      False)[0],
+                      x_src, x_dst, att, csr.col, csr.row, csr.rowptr, None,
+                      None, None, None, 0.2, False)[0],
                   lambda: OPS.gatv2_score(x_src, x_dst, att, csr.col, csr.row,
-                                          None, None, 0.2, False)[0],
+                                          csr.rowptr, None, None, None, None,
+                                          0.2, False)[0],
                   (x_src, x_dst, att)))
     return cases
 

@@ -18,7 +18,7 @@ from typing import FrozenSet, Optional, Tuple
 import torch
 from torch import Tensor
 
-from .csr import csr_matrix, reduce_rows
+from .csr import reduce_rows, selection_matrix
 
 BACKENDS = ("auto", "torch", "torch_scatter")
 REDUCTIONS = ("sum", "mean", "max", "min", "prod")
@@ -123,15 +123,7 @@ def _sparse_segment_reduce(src: Tensor, rowptr: Tensor, reduce: str,
                            order: Optional[Tensor] = None) -> Tensor:
     """Sum, mean, maximum or minimum of the segments (of rows ``order``)
     as a CSR product with reduction; empty segments give 0."""
-    num_segments, length = rowptr.numel() - 1, src.size(0)
-    # int32 indices where they fit: MKL's product (the sums) takes them
-    # without a copy
-    index_dtype = torch.int32 if length < 2 ** 31 else torch.long
-    if order is None:
-        order = torch.arange(length, dtype=index_dtype, device=src.device)
-    segments = csr_matrix(rowptr.to(index_dtype), order.to(index_dtype),
-                          src.new_ones(order.numel()),
-                          (num_segments, length))
+    segments = selection_matrix(rowptr, order, src.size(0), src)
     out = reduce_rows(segments, src, SPARSE_REDUCE[reduce])
     if reduce == "mean":
         counts = rowptr.diff().clamp(min=1).to(src.dtype)

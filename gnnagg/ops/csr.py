@@ -282,28 +282,49 @@ def sparse_product(matrix: Tensor, dense: Tensor,
     return torch.addmm(out, matrix, dense, beta=0, out=out)
 
 
-def reduce_rows(matrix: Tensor, values: Tensor, reduce: str) -> Tensor:
+def selection_matrix(rowptr: Tensor, slots: Optional[Tensor],
+                     num_items: int, like: Tensor) -> Tensor:
+    """The ``N x num_items`` 0/1 CSR matrix (``N = rowptr.numel() - 1``)
+    whose row ``i`` selects items ``slots[rowptr[i]:rowptr[i+1]]``, or
+    those consecutive items without ``slots``: segments of CSR-ordered
+    values, or a transpose's slot selection. ``like``'s dtype and device;
+    int32 indices where they fit, which MKL's products take as they are
+    (int64 ones it converts on every call)."""
+    length = num_items if slots is None else max(num_items, slots.numel())
+    index_dtype = torch.int32 if length < 2 ** 31 else torch.long
+    if slots is None:
+        slots = torch.arange(num_items, dtype=index_dtype, device=like.device)
+    return csr_matrix(rowptr.to(index_dtype), slots.to(index_dtype),
+                      like.new_ones(slots.numel()),
+                      (rowptr.numel() - 1, num_items))
+
+
+def reduce_rows(matrix: Tensor, values: Tensor, reduce: str,
+                out: Optional[Tensor] = None) -> Tensor:
     """``torch.sparse.mm(matrix, values, reduce)`` (``"sum"``, ``"amax"``,
     ``"amin"``) over ``values``' first dimension, whatever its trailing
-    shape: ``(matrix.size(0), *values.shape[1:])``. CPU float sums that
-    autograd does not record are :func:`sparse_product`."""
+    shape: ``(matrix.size(0), *values.shape[1:])``, written over ``out``
+    where given. CPU float sums that autograd does not record are
+    :func:`sparse_product`, straight into ``out``."""
     rows = values.reshape(values.size(0), math.prod(values.shape[1:]))
+    flat_out = None if out is None else out.view(matrix.size(0), rows.size(1))
     if reduce == "sum" and _plain_product(matrix, rows):
-        out = sparse_product(matrix, rows)
+        result = sparse_product(matrix, rows, flat_out)
     else:
-        out = torch.sparse.mm(matrix, rows, reduce)
-    return out.view((matrix.size(0),) + tuple(values.shape[1:]))
+        result = torch.sparse.mm(matrix, rows, reduce)
+        if flat_out is not None:
+            result = flat_out.copy_(result)
+    return result.view((matrix.size(0),) + tuple(values.shape[1:]))
 
 
 def sum_by_source(values: Tensor, rowptr_t: Tensor, slot_t: Tensor,
-                  num_src: int) -> Tensor:
+                  out: Optional[Tensor] = None) -> Tensor:
     r""":math:`\sum_{k \to j} v_k` for every source :math:`j`: per-slot
-    ``values`` (CSR order) summed over each source's slots, a product with
-    the ``N_src x E`` matrix that selects them (the transpose's
-    ``rowptr_t``, ``slot_t``; see :attr:`CSRGraph.transpose`)."""
-    selection = csr_matrix(rowptr_t, slot_t, values.new_ones(slot_t.numel()),
-                           (num_src, slot_t.numel()))
-    return reduce_rows(selection, values, "sum")
+    ``values`` (CSR order) summed over each source's slots (the
+    transpose's ``rowptr_t``, ``slot_t``; see :attr:`CSRGraph.transpose`),
+    written over ``out`` where given."""
+    selection = selection_matrix(rowptr_t, slot_t, values.size(0), values)
+    return reduce_rows(selection, values, "sum", out)
 
 
 def _plain_product(matrix: Tensor, dense: Tensor) -> bool:

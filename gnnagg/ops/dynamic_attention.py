@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .csr import CSRGraph, csr_matrix, sparse_product
+from .csr import CSRGraph, csr_matrix, reduce_rows, selection_matrix
 from .library import (backward_kernel, call_operator, chunk_length,
                       eager_function, recorded_gradients, records_grad)
 from .scratch import scratch
@@ -107,7 +107,7 @@ def _gatv2_score_kernel(x_src: Tensor, x_dst: Tensor, att: Tensor,
     """``[scores, activated]``: ``activated`` is the whole ``E x H x C``
     LeakyReLU of the pre-activation with ``keep`` (for backward), else
     empty. ``rowptr`` and the transpose's ``rowptr_t, slot_t`` are for the
-    backward only (:func:`_sums_by_products`)."""
+    backward only (:func:`_gatv2_score_grads`)."""
     scores = x_src.new_empty(col.numel(), att.size(0))
     per_head = _per_head(att)
     buffer = (x_src.new_empty((col.numel(),) + tuple(x_src.shape[1:]))
@@ -130,25 +130,6 @@ def _gatv2_score_fake(x_src, x_dst, att, col, row, rowptr, rowptr_t, slot_t,
     return [x_src.new_empty(num_edges, att.shape[0]),
             x_src.new_empty((num_edges,) + tuple(x_src.shape[1:])) if keep
             else x_src.new_empty(0)]
-
-
-def _sums_by_products(q: Tensor, rowptr: Tensor, rowptr_t: Tensor,
-                      slot_t: Tensor, sum_src: Tensor,
-                      sum_dst: Tensor) -> None:
-    r""":math:`\mathbf{Q}^{dst}_i = \sum_{e \to i} \mathbf{q}_e` and
-    :math:`\mathbf{Q}^{src}_j = \sum_{e\,:\,j \to} \mathbf{q}_e` of
-    every edge's ``q`` (``(E, W)``, CSR order), written over ``sum_dst``
-    and ``sum_src``: products with the segments' ``N_dst x E`` 0/1 matrix
-    and with the transpose's ``N_src x E`` slot selection, int32 indices
-    (what MKL takes without a copy)."""
-    num_edges = q.size(0)
-    ones = q.new_ones(num_edges)
-    slots = torch.arange(num_edges, dtype=torch.int32, device=q.device)
-    sparse_product(csr_matrix(rowptr.to(torch.int32), slots, ones,
-                              (sum_dst.size(0), num_edges)), q, out=sum_dst)
-    sparse_product(csr_matrix(rowptr_t.to(torch.int32),
-                              slot_t.to(torch.int32), ones,
-                              (sum_src.size(0), num_edges)), q, out=sum_src)
 
 
 def _gatv2_score_grads(grad_scores: Tensor, x_src: Tensor, x_dst: Tensor,
@@ -183,18 +164,25 @@ def _gatv2_score_grads(grad_scores: Tensor, x_src: Tensor, x_dst: Tensor,
     :math:`\mathbf{q}`: from the sign of the forward pass's ``activated``
     where it kept it, else of the pre-activation recomputed one chunk of
     edges at a time. With ``activated`` and the graph's structure
-    (``rowptr``, ``rowptr_t``, ``slot_t``) on the CPU,
-    :math:`\mathbf{Q}` comes from :func:`_sums_by_products`, else from
-    ``index_add_`` chunk by chunk."""
+    (``rowptr``, ``rowptr_t``, ``slot_t``) on the CPU, :math:`\mathbf{Q}`
+    comes from sparse products with the segments' ``N_dst x E`` 0/1 matrix
+    and the transpose's ``N_src x E`` slot selection, written over reused
+    buffers, else from ``index_add_`` chunk by chunk."""
     width = att.numel()
     flat_att = att.reshape(width)
     sum_src = scratch("gatv2-source-sums", (x_src.size(0), width), x_src)
     sum_dst = scratch("gatv2-destination-sums", (x_dst.size(0), width),
                       x_dst)
-    by_products = activated is not None and rowptr is not None and \
-        rowptr_t is not None and slot_t is not None and \
-        _use_sparse(activated)
-    if not by_products:
+    # the segments' and the transpose's selections, where Q comes from
+    # products with them
+    selections = None
+    if activated is not None and rowptr is not None and \
+            rowptr_t is not None and slot_t is not None and \
+            _use_sparse(activated):
+        num_edges = col.numel()
+        selections = (selection_matrix(rowptr, None, num_edges, x_dst),
+                      selection_matrix(rowptr_t, slot_t, num_edges, x_src))
+    if selections is None:
         sum_src.zero_()
         sum_dst.zero_()
     edge_features = edge_attr if edge_weight is not None else None
@@ -218,9 +206,9 @@ def _gatv2_score_grads(grad_scores: Tensor, x_src: Tensor, x_dst: Tensor,
             grad_scores[part].unsqueeze(-1).expand(s.shape), s,
             negative_slope, s_is_activated, grad_input=q)
         q = q.view(count, width)
-        if by_products and rowptr is not None and rowptr_t is not None \
-                and slot_t is not None:
-            _sums_by_products(q, rowptr, rowptr_t, slot_t, sum_src, sum_dst)
+        if selections is not None:
+            reduce_rows(selections[0], q, "sum", out=sum_dst)
+            reduce_rows(selections[1], q, "sum", out=sum_src)
         else:
             sum_src.index_add_(0, col[part], q)
             sum_dst.index_add_(0, row[part], q)

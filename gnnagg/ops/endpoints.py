@@ -52,7 +52,7 @@ def _by_source(grad: Tensor, col: Tensor, rowptr_t: Optional[Tensor],
                slot_t: Optional[Tensor], num_src: int) -> Tensor:
     """:math:`\\sum_i g_{ji}` for every source ``j``."""
     if _use_sparse(grad) and rowptr_t is not None and slot_t is not None:
-        return sum_by_source(grad, rowptr_t, slot_t, num_src)
+        return sum_by_source(grad, rowptr_t, slot_t)
     return _scatter(grad, col, num_src, "sum")
 
 

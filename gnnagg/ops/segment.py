@@ -184,8 +184,9 @@ def moments_of_sums(total: Tensor, square_total: Tensor,
     return [mean, (square_total / counts).sub_(mean * mean)]
 
 
-def _rounded(value: float, dtype: torch.dtype) -> float:
-    return torch.tensor(value, dtype=dtype).item()
+def _in_dtype(value: float, dtype: torch.dtype) -> Tensor:
+    """``value`` rounded to ``dtype``, as a 0-d tensor."""
+    return torch.tensor(value, dtype=dtype)
 
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -194,12 +195,13 @@ _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 #: ``std.masked_fill(std <= math.sqrt(STD_EPS), 0.0)`` zeroes, whose
 #: comparison rounds the bound to the tensor's dtype (the threshold compares
 #: half precision in float32). Constants, so that tracing reads no tensor.
-STD_FLOOR = {dtype: _rounded(math.sqrt(STD_EPS), dtype) for dtype in _FLOATS}
+STD_FLOOR = {dtype: _in_dtype(math.sqrt(STD_EPS), dtype).item()
+             for dtype in _FLOATS}
 #: the larger of that and a clamped variance's square root in the dtype:
 #: every std whose gradient PyG's floor or clamp stops
 _STD_GRADIENT_LIMIT = {
-    dtype: max(STD_FLOOR[dtype], torch.tensor(STD_EPS, dtype=dtype).sqrt()
-               .item()) for dtype in _FLOATS}
+    dtype: max(STD_FLOOR[dtype], _in_dtype(STD_EPS, dtype).sqrt().item())
+    for dtype in _FLOATS}
 
 
 def floored_std(variance: Tensor, inplace: bool = True) -> Tensor:
@@ -554,7 +556,7 @@ def _sorted_extremes_backward(grad: Sequence[Tensor], x: Tensor,
     shares = won[0]
     for won_k in won[1:]:
         shares.add_(won_k)
-    return sum_by_source(shares, rowptr_t, slot_t, x.size(0))
+    return sum_by_source(shares, rowptr_t, slot_t)
 
 
 @_gather_reduce_backward.register_fake

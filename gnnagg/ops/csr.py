@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import math
 import warnings
+import weakref
+from collections import OrderedDict
 from typing import Callable, Dict, List, Optional, Tuple, TypeVar
 
 import torch
@@ -45,6 +47,20 @@ T = TypeVar("T")
 _VIEWS: WeakIdKeyDictionary = WeakIdKeyDictionary()
 #: attribute of the EdgeIndex a CSRGraph hands to ``propagate``: the graph
 _GRAPH_ATTR = "_gnnagg_csr"
+#: the structure tensors gnnagg builds itself (CSR views, transposes,
+#: message groupings), by identity: no caller holds them to edit, so
+#: matrices built from them can be kept (:func:`selection_matrix`); a
+#: caller's own ``rowptr`` or ``ptr`` is never among them
+_OWNED: WeakIdKeyDictionary = WeakIdKeyDictionary()
+
+
+def _owned(tensor: Tensor) -> Tensor:
+    """``tensor``, noted as one of gnnagg's own structure tensors (not
+    while ``torch.compile`` traces: nothing built in a traced graph is
+    kept)."""
+    if not torch.compiler.is_compiling():
+        _OWNED[tensor] = True
+    return tensor
 
 
 def outside_inference_mode(build: Callable[[], T]) -> T:
@@ -117,7 +133,7 @@ class CSRGraph:
     @cached_property
     def row(self) -> Tensor:
         """Destination node of every CSR slot."""
-        return segment_ids(self.rowptr, self.num_edges)
+        return _owned(segment_ids(self.rowptr, self.num_edges))
 
     @cached_property
     def max_degree(self) -> int:
@@ -167,7 +183,7 @@ class CSRGraph:
         slot_t = torch.argsort(self.col, stable=True)
         counts = _counts(self.col, self.num_src)
         rowptr_t = cumsum(counts)
-        return rowptr_t, self.row[slot_t], slot_t
+        return _owned(rowptr_t), _owned(self.row[slot_t]), _owned(slot_t)
 
     def head_blocks(self, heads: int, transpose: bool = False
                     ) -> Tuple[Tensor, Tensor, Tensor]:
@@ -282,15 +298,89 @@ def sparse_product(matrix: Tensor, dense: Tensor,
     return torch.addmm(out, matrix, dense, beta=0, out=out)
 
 
+#: structures of at most this many entries (rows of a product's output,
+#: selected items, columns) keep their selection matrices, by the identity
+#: of the index tensors they come from (:func:`selection_matrix`): on a
+#: small graph building one took 21 us (int32 copies, ones, the sparse
+#: tensor), three times the product it serves on 60 edges and a tenth of
+#: a GATv2Conv step on 20 nodes. Larger ones are built per call, where that
+#: is negligible and keeping them would hold memory.
+KEPT_MATRIX_ENTRIES = 1 << 16
+#: the most selection matrices kept (least recently used go first; each
+#: goes with its index tensors anyway)
+KEPT_MATRICES = 64
+_KEPT: "OrderedDict[tuple, tuple]" = OrderedDict()
+
+
 def selection_matrix(rowptr: Tensor, slots: Optional[Tensor],
                      num_items: int, like: Tensor) -> Tensor:
     """The ``N x num_items`` 0/1 CSR matrix (``N = rowptr.numel() - 1``)
     whose row ``i`` selects items ``slots[rowptr[i]:rowptr[i+1]]``, or
     those consecutive items without ``slots``: segments of CSR-ordered
-    values, or a transpose's slot selection. ``like``'s dtype and device;
-    int32 indices where they fit, which MKL's products take as they are
-    (int64 ones it converts on every call)."""
+    values, a transpose's slot selection, an adjacency (``slots`` the
+    neighbours, ``num_items`` the source nodes), a one-hot gather
+    (``rowptr`` ``0, 1, ..., N``). ``like``'s dtype and device; int32
+    indices where they fit, which MKL's products take as they are (int64
+    ones it converts on every call). Small ones from gnnagg's own
+    structure tensors are kept (:data:`KEPT_MATRIX_ENTRIES`) while those
+    live unchanged."""
     length = num_items if slots is None else max(num_items, slots.numel())
+    return _kept((rowptr, slots), ("selection", num_items, like.dtype,
+                                   like.device),
+                 max(length, rowptr.numel()),
+                 lambda: _selection_matrix(rowptr, slots, num_items, like,
+                                           length))
+
+
+def one_hot_matrix(index: Tensor, num_cols: int, like: Tensor) -> Tensor:
+    """The ``len(index) x num_cols`` 0/1 CSR matrix with one 1 a row, in
+    column ``index[k]`` of row ``k``: its product with ``x`` is
+    ``x[index]`` (:func:`selection_matrix`'s dtypes; kept alike)."""
+    length = max(index.numel() + 1, num_cols)
+
+    def build() -> Tensor:
+        index_dtype = torch.int32 if length < 2 ** 31 else torch.long
+        rowptr = torch.arange(index.numel() + 1, dtype=index_dtype,
+                              device=index.device)
+        return csr_matrix(rowptr, index.to(index_dtype),
+                          like.new_ones(index.numel()),
+                          (index.numel(), num_cols))
+
+    return _kept((index,), ("one-hot", num_cols, like.dtype, like.device),
+                 length, build)
+
+
+def _kept(sources: Tuple[Optional[Tensor], ...], details: tuple,
+          entries: int, build: Callable[[], Tensor]) -> Tensor:
+    """``build()``, kept by the identity and version of ``sources`` and
+    by ``details`` where ``entries`` is at most :data:`KEPT_MATRIX_ENTRIES`
+    and every source is one of gnnagg's own (never while compiling, nor
+    for inference tensors, which have no version)."""
+    if entries > KEPT_MATRIX_ENTRIES or torch.compiler.is_compiling() or \
+            any(t is not None and (t not in _OWNED or t.is_inference())
+                for t in sources):
+        return build()
+    key = tuple(None if t is None else (id(t), t._version)
+                for t in sources) + details
+    entry = _KEPT.get(key)
+    if entry is not None and all(
+            ref is None or ref() is t for ref, t in zip(entry[0], sources)):
+        _KEPT.move_to_end(key)
+        return entry[1]
+    matrix = outside_inference_mode(build)
+
+    def forget(_: object) -> None:
+        _KEPT.pop(key, None)
+
+    _KEPT[key] = (tuple(None if t is None else weakref.ref(t, forget)
+                        for t in sources), matrix)
+    while len(_KEPT) > KEPT_MATRICES:
+        _KEPT.popitem(last=False)
+    return matrix
+
+
+def _selection_matrix(rowptr: Tensor, slots: Optional[Tensor],
+                      num_items: int, like: Tensor, length: int) -> Tensor:
     index_dtype = torch.int32 if length < 2 ** 31 else torch.long
     if slots is None:
         slots = torch.arange(num_items, dtype=index_dtype, device=like.device)
@@ -415,7 +505,7 @@ def build_csr(edge_index: Tensor, num_src: int, num_dst: int,
         kept_edges = None  # only a self-loop view keeps some edges
     perm = torch.argsort(dst, stable=True)
     counts = _counts(dst, num_dst)
-    return CSRGraph(cumsum(counts), src[perm], perm, num_src,
+    return CSRGraph(_owned(cumsum(counts)), _owned(src[perm]), perm, num_src,
                     num_dst, kept_edges, num_loops, num_input_edges)
 
 
@@ -470,10 +560,11 @@ def cached_views(edge_index: Tensor) -> Dict[Tuple[int, int, bool],
 
 
 def clear_csr_cache() -> None:
-    """Drop every cached CSR view and message grouping (each goes with its
-    tensor anyway)."""
+    """Drop every cached CSR view, message grouping and kept selection
+    matrix (each goes with its tensor anyway)."""
     _VIEWS.clear()
     _GROUPINGS.clear()
+    _KEPT.clear()
 
 
 class _ViewCache:
@@ -599,10 +690,11 @@ def _grouping_of(index: Tensor, num_segments: int,
     cached CSR view where :func:`csr_from_index` built one (no second
     sort), else built."""
     if csr is not None:
-        return csr.rowptr.int(), csr.perm.int()
-    perm = torch.argsort(index, stable=True)
-    rowptr = cumsum(index_counts(index, num_segments))
-    return rowptr.int(), perm.int()
+        rowptr, perm = csr.rowptr, csr.perm
+    else:
+        perm = torch.argsort(index, stable=True)
+        rowptr = cumsum(index_counts(index, num_segments))
+    return _owned(rowptr.int()), _owned(perm.int())
 
 
 def csr_from_index(index: Optional[Tensor], num_segments: int,
@@ -663,7 +755,8 @@ def _messages_csr(index: Tensor, num_segments: int,
     else:
         perm = torch.argsort(index, stable=True)
         rowptr = cumsum(_counts(index, num_segments))
-    return CSRGraph(rowptr, perm, perm, index.numel(), num_segments)
+    return CSRGraph(_owned(rowptr), _owned(perm), perm, index.numel(),
+                    num_segments)
 
 
 def check_index(index: Optional[Tensor],

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .csr import CSRGraph, csr_matrix, reduce_rows, selection_matrix
+from .csr import CSRGraph, one_hot_matrix, reduce_rows, selection_matrix
 from .library import (backward_kernel, call_operator, chunk_length,
                       eager_function, recorded_gradients, records_grad)
 from .scratch import scratch
@@ -65,10 +65,10 @@ def _preactivation_chunks(x_src, x_dst, edge_attr, edge_weight, col, row,
         rows = s.view(count, -1)
         torch.index_select(flat_src, 0, col[part], out=rows)
         if addend is None:
-            selection = csr_matrix(
-                torch.arange(count + 1, device=col.device), row[part],
-                flat_dst.new_ones(count), (count, flat_dst.size(0)))
-            torch.addmm(rows, selection, flat_dst, out=rows)
+            # a whole graph's is kept (by row's identity), not a chunk's
+            gather = one_hot_matrix(row if count == num_edges else row[part],
+                                    flat_dst.size(0), flat_dst)
+            torch.addmm(rows, gather, flat_dst, out=rows)
         else:
             rows += torch.index_select(flat_dst, 0, row[part],
                                        out=addend[:count].view(count, -1))

@@ -48,8 +48,8 @@ import torch
 from torch import Tensor
 
 from .backend import SPARSE_REDUCE, native_segment_reduce
-from .csr import (csr_matrix, index_counts, message_grouping, reduce_rows,
-                  segment_ids, sum_by_source)
+from .csr import (index_counts, message_grouping, reduce_rows, segment_ids,
+                  selection_matrix, sum_by_source)
 from .library import (backward_kernel, call_operator, chunk_length,
                       dispatch_free, eager_function, generic_forced,
                       recorded_gradients, records_grad)
@@ -349,17 +349,12 @@ def _gather_reduce(x: Tensor, col: Tensor, index: Tensor,
     return _gathered_reduce(x, col, index, num_segments, reduce)
 
 
-def _adjacency(rowptr: Tensor, col: Tensor, like: Tensor,
-               shape) -> Tensor:
-    return csr_matrix(rowptr, col, like.new_ones(col.numel()), shape)
-
-
 @_gather_reduce.register_kernel("cpu")
 def _gather_reduce_cpu(x, col, index, rowptr, rowptr_t, col_t, slot_t,
                        num_segments, reduce):
     if rowptr is None or generic_forced():
         return _gathered_reduce(x, col, index, num_segments, reduce)
-    adjacency = _adjacency(rowptr, col, x, (num_segments, x.size(0)))
+    adjacency = selection_matrix(rowptr, col, x.size(0), x)
     out = reduce_rows(adjacency, x, SPARSE_REDUCE[reduce])
     if reduce == "mean":
         out = out / _counts(index, rowptr, num_segments, x.dtype).view(
@@ -401,8 +396,8 @@ def _gather_reduce_grad(grad: Tensor, x: Tensor, out: Tensor, col: Tensor,
                                   grad.dtype).view((-1,) + trailing)
         if rowptr_t is not None and col_t is not None and \
                 x.device.type == "cpu" and not generic_forced():
-            adjacency_t = _adjacency(rowptr_t, col_t, grad,
-                                     (x.size(0), num_segments))
+            adjacency_t = selection_matrix(rowptr_t, col_t, num_segments,
+                                           grad)
             return reduce_rows(adjacency_t, grad, "sum")
         grad_x = torch.zeros_like(x)
         step = chunk_length(CHUNK_SLOTS, x.device)
@@ -627,7 +622,7 @@ def _gather_extremes_cpu(x, col, index, rowptr, rowptr_t, slot_t,
                          num_segments):
     if rowptr is None or generic_forced():
         return _gathered_extremes(x, col, index, num_segments)
-    adjacency = _adjacency(rowptr, col, x, (num_segments, x.size(0)))
+    adjacency = selection_matrix(rowptr, col, x.size(0), x)
     return [reduce_rows(adjacency, x, how) for how in ("amax", "amin")]
 
 
@@ -687,7 +682,7 @@ def _gathered_moments(x: Tensor, col: Tensor, index: Tensor,
     if rowptr is None or generic_forced():
         return _spread(_scattered_moments(x.index_select(0, col), index,
                                           num_segments), std)
-    adjacency = _adjacency(rowptr, col, x, (num_segments, x.size(0)))
+    adjacency = selection_matrix(rowptr, col, x.size(0), x)
     return _spread(moments_of_sums(
         reduce_rows(adjacency, x, "sum"),
         reduce_rows(adjacency, x * x, "sum"),

@@ -306,8 +306,8 @@ def sparse_product(matrix: Tensor, dense: Tensor,
 #: a GATv2Conv step on 20 nodes. Larger ones are built per call, where that
 #: is negligible and keeping them would hold memory.
 KEPT_MATRIX_ENTRIES = 1 << 16
-#: the most selection matrices kept (least recently used go first; each
-#: goes with its index tensors anyway)
+#: the most selection matrices kept (the oldest go first; each goes with
+#: its index tensors anyway)
 KEPT_MATRICES = 64
 _KEPT: "OrderedDict[tuple, tuple]" = OrderedDict()
 
@@ -325,8 +325,8 @@ def selection_matrix(rowptr: Tensor, slots: Optional[Tensor],
     structure tensors are kept (:data:`KEPT_MATRIX_ENTRIES`) while those
     live unchanged."""
     length = num_items if slots is None else max(num_items, slots.numel())
-    return _kept((rowptr, slots), ("selection", num_items, like.dtype,
-                                   like.device),
+    return _kept((rowptr,) if slots is None else (rowptr, slots),
+                 ("selection", num_items, like.dtype, like.device),
                  max(length, rowptr.numel()),
                  lambda: _selection_matrix(rowptr, slots, num_items, like,
                                            length))
@@ -350,30 +350,28 @@ def one_hot_matrix(index: Tensor, num_cols: int, like: Tensor) -> Tensor:
                  length, build)
 
 
-def _kept(sources: Tuple[Optional[Tensor], ...], details: tuple,
-          entries: int, build: Callable[[], Tensor]) -> Tensor:
+def _kept(sources: Tuple[Tensor, ...], details: tuple, entries: int,
+          build: Callable[[], Tensor]) -> Tensor:
     """``build()``, kept by the identity and version of ``sources`` and
     by ``details`` where ``entries`` is at most :data:`KEPT_MATRIX_ENTRIES`
     and every source is one of gnnagg's own (never while compiling, nor
     for inference tensors, which have no version)."""
     if entries > KEPT_MATRIX_ENTRIES or torch.compiler.is_compiling() or \
-            any(t is not None and (t not in _OWNED or t.is_inference())
-                for t in sources):
+            any([t.is_inference() for t in sources]):
         return build()
-    key = tuple(None if t is None else (id(t), t._version)
-                for t in sources) + details
+    key = tuple([(id(t), t._version) for t in sources]) + details
     entry = _KEPT.get(key)
     if entry is not None and all(
-            ref is None or ref() is t for ref, t in zip(entry[0], sources)):
-        _KEPT.move_to_end(key)
+            [ref() is t for ref, t in zip(entry[0], sources)]):
         return entry[1]
+    if not all([t in _OWNED for t in sources]):
+        return build()
     matrix = outside_inference_mode(build)
 
     def forget(_: object) -> None:
         _KEPT.pop(key, None)
 
-    _KEPT[key] = (tuple(None if t is None else weakref.ref(t, forget)
-                        for t in sources), matrix)
+    _KEPT[key] = (tuple([weakref.ref(t, forget) for t in sources]), matrix)
     while len(_KEPT) > KEPT_MATRICES:
         _KEPT.popitem(last=False)
     return matrix

@@ -130,69 +130,31 @@ def test_message_grouping_is_cached_per_view_and_rebuilt_after_an_edit():
     assert len(_GROUPINGS) == entries - 1
 
 
-def test_small_selection_matrices_of_gnnaggs_own_structure_are_kept():
-    """Selection and one-hot matrices of a CSR view's tensors are built once
-    and kept while those live unchanged; a caller's own index tensors, a
-    large structure and inference tensors get a fresh matrix every call;
-    what is kept is right, not an inference tensor, and goes with its
-    tensors."""
-    import gc
-    import gnnagg.ops.csr as csr_module
-    from gnnagg.ops import clear_csr_cache
+def test_selection_and_one_hot_matrices_select_what_they_say():
+    """Segment sums, sums by source, the adjacency and the one-hot gather
+    as products with int32 CSR matrices (what MKL takes without a copy)."""
     from gnnagg.ops.csr import one_hot_matrix, selection_matrix
     edge_index = random_graph(10, 40)
     csr = csr_view(edge_index, 10)
-    x = torch.randn(40, 3)
-    rowptr_t, col_t, slot_t = csr.transpose
-    with torch.inference_mode():  # kept from inference, usable in training
-        segments = selection_matrix(csr.rowptr, None, 40, x)
-    assert not segments.is_inference()
-    assert selection_matrix(csr.rowptr, None, 40, x) is segments
-    assert torch.equal(segments @ x, torch.zeros(10, 3).index_add_(
+    x = torch.randn(40, 3, dtype=torch.float64)
+    rowptr_t, _, slot_t = csr.transpose
+    segments = selection_matrix(csr.rowptr, None, 40, x)
+    assert segments.crow_indices().dtype == torch.int32
+    assert segments.values().dtype == torch.float64
+    assert torch.equal(segments @ x, torch.zeros_like(x[:10]).index_add_(
         0, csr.row, x))
     by_source = selection_matrix(rowptr_t, slot_t, 40, x)
-    assert selection_matrix(rowptr_t, slot_t, 40, x) is by_source
-    assert torch.equal(by_source @ x, torch.zeros(10, 3).index_add_(
+    assert torch.equal(by_source @ x, torch.zeros_like(x[:10]).index_add_(
         0, csr.col, x))
     adjacency = selection_matrix(csr.rowptr, csr.col, 10, x)
-    assert torch.equal(adjacency.to_dense(), torch.zeros(10, 10).index_put_(
-        (csr.row, csr.col), torch.ones(40), accumulate=True))
+    assert torch.equal(adjacency.to_dense(), torch.zeros(
+        10, 10, dtype=torch.float64).index_put_(
+        (csr.row, csr.col), torch.ones(40, dtype=torch.float64),
+        accumulate=True))
     gather = one_hot_matrix(csr.row, 10, x)
-    assert one_hot_matrix(csr.row, 10, x) is gather
-    nodes = torch.randn(10, 3)
+    assert gather.col_indices().dtype == torch.int32
+    nodes = torch.randn(10, 3, dtype=torch.float64)
     assert torch.equal(gather @ nodes, nodes[csr.row])
-    # another dtype, another matrix
-    assert selection_matrix(csr.rowptr, None, 40, x.double()) is not segments
-    # an edit bumps the version: rebuilt, and right
-    csr.col.add_(1).remainder_(10)
-    rebuilt = selection_matrix(csr.rowptr, csr.col, 10, x)
-    assert rebuilt is not adjacency
-    assert torch.equal(rebuilt.to_dense(), torch.zeros(10, 10).index_put_(
-        (csr.row, csr.col), torch.ones(40), accumulate=True))
-    # a caller's tensors, inference tensors and large structures: not kept
-    rowptr = csr.rowptr.clone()
-    assert selection_matrix(rowptr, None, 40, x) is not \
-        selection_matrix(rowptr, None, 40, x)
-    with torch.inference_mode():  # gnnagg's own, but without a version
-        inferred = build_csr(torch.tensor([[0, 1], [1, 0]]), 2, 2)
-        assert one_hot_matrix(inferred.col, 2, x) is not \
-            one_hot_matrix(inferred.col, 2, x)
-    big = torch.arange(csr_module.KEPT_MATRIX_ENTRIES + 2)
-    big_csr = csr_view(torch.stack([big % 10, big % 10]), 10)
-    assert selection_matrix(big_csr.rowptr, None, big.numel(), x) is not \
-        selection_matrix(big_csr.rowptr, None, big.numel(), x)
-    # entries go with their tensors, and with clear_csr_cache()
-    gc.collect()
-    entries = len(csr_module._KEPT)
-    del edge_index, csr, rowptr_t, col_t, slot_t, segments, by_source, \
-        adjacency, gather, rebuilt
-    gc.collect()
-    assert len(csr_module._KEPT) == entries - 6
-    kept_graph = csr_view(random_graph(5, 8), 5)
-    selection_matrix(kept_graph.rowptr, None, 8, x)
-    assert csr_module._KEPT
-    clear_csr_cache()
-    assert not csr_module._KEPT
 
 
 def test_csr_from_index_sorts_an_index_once():

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import math
 import warnings
-import weakref
-from collections import OrderedDict
 from typing import Callable, Dict, List, Optional, Tuple, TypeVar
 
 import torch
@@ -47,20 +45,6 @@ T = TypeVar("T")
 _VIEWS: WeakIdKeyDictionary = WeakIdKeyDictionary()
 #: attribute of the EdgeIndex a CSRGraph hands to ``propagate``: the graph
 _GRAPH_ATTR = "_gnnagg_csr"
-#: the structure tensors gnnagg builds itself (CSR views, transposes,
-#: message groupings), by identity: no caller holds them to edit, so
-#: matrices built from them can be kept (:func:`selection_matrix`); a
-#: caller's own ``rowptr`` or ``ptr`` is never among them
-_OWNED: WeakIdKeyDictionary = WeakIdKeyDictionary()
-
-
-def _owned(tensor: Tensor) -> Tensor:
-    """``tensor``, noted as one of gnnagg's own structure tensors (not
-    while ``torch.compile`` traces: nothing built in a traced graph is
-    kept)."""
-    if not torch.compiler.is_compiling():
-        _OWNED[tensor] = True
-    return tensor
 
 
 def outside_inference_mode(build: Callable[[], T]) -> T:
@@ -133,7 +117,7 @@ class CSRGraph:
     @cached_property
     def row(self) -> Tensor:
         """Destination node of every CSR slot."""
-        return _owned(segment_ids(self.rowptr, self.num_edges))
+        return segment_ids(self.rowptr, self.num_edges)
 
     @cached_property
     def max_degree(self) -> int:
@@ -183,7 +167,7 @@ class CSRGraph:
         slot_t = torch.argsort(self.col, stable=True)
         counts = _counts(self.col, self.num_src)
         rowptr_t = cumsum(counts)
-        return _owned(rowptr_t), _owned(self.row[slot_t]), _owned(slot_t)
+        return rowptr_t, self.row[slot_t], slot_t
 
     def head_blocks(self, heads: int, transpose: bool = False
                     ) -> Tuple[Tensor, Tensor, Tensor]:
@@ -298,93 +282,38 @@ def sparse_product(matrix: Tensor, dense: Tensor,
     return torch.addmm(out, matrix, dense, beta=0, out=out)
 
 
-#: structures of at most this many entries (rows of a product's output,
-#: selected items, columns) keep their selection matrices, by the identity
-#: of the index tensors they come from (:func:`selection_matrix`): on a
-#: small graph building one took 21 us (int32 copies, ones, the sparse
-#: tensor), three times the product it serves on 60 edges and a tenth of
-#: a GATv2Conv step on 20 nodes. Larger ones are built per call, where that
-#: is negligible and keeping them would hold memory.
-KEPT_MATRIX_ENTRIES = 1 << 16
-#: the most selection matrices kept (the oldest go first; each goes with
-#: its index tensors anyway)
-KEPT_MATRICES = 64
-_KEPT: "OrderedDict[tuple, tuple]" = OrderedDict()
-
-
 def selection_matrix(rowptr: Tensor, slots: Optional[Tensor],
                      num_items: int, like: Tensor) -> Tensor:
     """The ``N x num_items`` 0/1 CSR matrix (``N = rowptr.numel() - 1``)
     whose row ``i`` selects items ``slots[rowptr[i]:rowptr[i+1]]``, or
     those consecutive items without ``slots``: segments of CSR-ordered
     values, a transpose's slot selection, an adjacency (``slots`` the
-    neighbours, ``num_items`` the source nodes), a one-hot gather
-    (``rowptr`` ``0, 1, ..., N``). ``like``'s dtype and device; int32
-    indices where they fit, which MKL's products take as they are (int64
-    ones it converts on every call). Small ones from gnnagg's own
-    structure tensors are kept (:data:`KEPT_MATRIX_ENTRIES`) while those
-    live unchanged."""
+    neighbours, ``num_items`` the source nodes). ``like``'s dtype and
+    device; int32 indices where they fit, which MKL's products take as
+    they are (int64 ones it converts on every call)."""
     length = num_items if slots is None else max(num_items, slots.numel())
-    return _kept((rowptr,) if slots is None else (rowptr, slots),
-                 ("selection", num_items, like.dtype, like.device),
-                 max(length, rowptr.numel()),
-                 lambda: _selection_matrix(rowptr, slots, num_items, like,
-                                           length))
-
-
-def one_hot_matrix(index: Tensor, num_cols: int, like: Tensor) -> Tensor:
-    """The ``len(index) x num_cols`` 0/1 CSR matrix with one 1 a row, in
-    column ``index[k]`` of row ``k``: its product with ``x`` is
-    ``x[index]`` (:func:`selection_matrix`'s dtypes; kept alike)."""
-    length = max(index.numel() + 1, num_cols)
-
-    def build() -> Tensor:
-        index_dtype = torch.int32 if length < 2 ** 31 else torch.long
-        rowptr = torch.arange(index.numel() + 1, dtype=index_dtype,
-                              device=index.device)
-        return csr_matrix(rowptr, index.to(index_dtype),
-                          like.new_ones(index.numel()),
-                          (index.numel(), num_cols))
-
-    return _kept((index,), ("one-hot", num_cols, like.dtype, like.device),
-                 length, build)
-
-
-def _kept(sources: Tuple[Tensor, ...], details: tuple, entries: int,
-          build: Callable[[], Tensor]) -> Tensor:
-    """``build()``, kept by the identity and version of ``sources`` and
-    by ``details`` where ``entries`` is at most :data:`KEPT_MATRIX_ENTRIES`
-    and every source is one of gnnagg's own (never while compiling, nor
-    for inference tensors, which have no version)."""
-    if entries > KEPT_MATRIX_ENTRIES or torch.compiler.is_compiling() or \
-            any([t.is_inference() for t in sources]):
-        return build()
-    key = tuple([(id(t), t._version) for t in sources]) + details
-    entry = _KEPT.get(key)
-    if entry is not None and all(
-            [ref() is t for ref, t in zip(entry[0], sources)]):
-        return entry[1]
-    if not all([t in _OWNED for t in sources]):
-        return build()
-    matrix = outside_inference_mode(build)
-
-    def forget(_: object) -> None:
-        _KEPT.pop(key, None)
-
-    _KEPT[key] = (tuple([weakref.ref(t, forget) for t in sources]), matrix)
-    while len(_KEPT) > KEPT_MATRICES:
-        _KEPT.popitem(last=False)
-    return matrix
-
-
-def _selection_matrix(rowptr: Tensor, slots: Optional[Tensor],
-                      num_items: int, like: Tensor, length: int) -> Tensor:
-    index_dtype = torch.int32 if length < 2 ** 31 else torch.long
+    index_dtype = _index_dtype(length)
     if slots is None:
         slots = torch.arange(num_items, dtype=index_dtype, device=like.device)
     return csr_matrix(rowptr.to(index_dtype), slots.to(index_dtype),
                       like.new_ones(slots.numel()),
                       (rowptr.numel() - 1, num_items))
+
+
+def one_hot_matrix(index: Tensor, num_cols: int, like: Tensor) -> Tensor:
+    """The ``len(index) x num_cols`` 0/1 CSR matrix with one 1 a row, in
+    column ``index[k]`` of row ``k``: its product with ``x`` is
+    ``x[index]`` (:func:`selection_matrix`'s dtypes)."""
+    index_dtype = _index_dtype(max(index.numel() + 1, num_cols))
+    rowptr = torch.arange(index.numel() + 1, dtype=index_dtype,
+                          device=index.device)
+    return csr_matrix(rowptr, index.to(index_dtype),
+                      like.new_ones(index.numel()), (index.numel(), num_cols))
+
+
+def _index_dtype(length: int) -> torch.dtype:
+    """int32 for indices and offsets up to ``length``, where it fits."""
+    return torch.int32 if length < 2 ** 31 else torch.long
 
 
 def reduce_rows(matrix: Tensor, values: Tensor, reduce: str,
@@ -503,7 +432,7 @@ def build_csr(edge_index: Tensor, num_src: int, num_dst: int,
         kept_edges = None  # only a self-loop view keeps some edges
     perm = torch.argsort(dst, stable=True)
     counts = _counts(dst, num_dst)
-    return CSRGraph(_owned(cumsum(counts)), _owned(src[perm]), perm, num_src,
+    return CSRGraph(cumsum(counts), src[perm], perm, num_src,
                     num_dst, kept_edges, num_loops, num_input_edges)
 
 
@@ -558,11 +487,10 @@ def cached_views(edge_index: Tensor) -> Dict[Tuple[int, int, bool],
 
 
 def clear_csr_cache() -> None:
-    """Drop every cached CSR view, message grouping and kept selection
-    matrix (each goes with its tensor anyway)."""
+    """Drop every cached CSR view and message grouping (each goes with its
+    tensor anyway)."""
     _VIEWS.clear()
     _GROUPINGS.clear()
-    _KEPT.clear()
 
 
 class _ViewCache:
@@ -688,11 +616,10 @@ def _grouping_of(index: Tensor, num_segments: int,
     cached CSR view where :func:`csr_from_index` built one (no second
     sort), else built."""
     if csr is not None:
-        rowptr, perm = csr.rowptr, csr.perm
-    else:
-        perm = torch.argsort(index, stable=True)
-        rowptr = cumsum(index_counts(index, num_segments))
-    return _owned(rowptr.int()), _owned(perm.int())
+        return csr.rowptr.int(), csr.perm.int()
+    perm = torch.argsort(index, stable=True)
+    rowptr = cumsum(index_counts(index, num_segments))
+    return rowptr.int(), perm.int()
 
 
 def csr_from_index(index: Optional[Tensor], num_segments: int,
@@ -753,8 +680,7 @@ def _messages_csr(index: Tensor, num_segments: int,
     else:
         perm = torch.argsort(index, stable=True)
         rowptr = cumsum(_counts(index, num_segments))
-    return CSRGraph(_owned(rowptr), _owned(perm), perm, index.numel(),
-                    num_segments)
+    return CSRGraph(rowptr, perm, perm, index.numel(), num_segments)
 
 
 def check_index(index: Optional[Tensor],

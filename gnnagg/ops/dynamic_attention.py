@@ -65,9 +65,7 @@ def _preactivation_chunks(x_src, x_dst, edge_attr, edge_weight, col, row,
         rows = s.view(count, -1)
         torch.index_select(flat_src, 0, col[part], out=rows)
         if addend is None:
-            # a whole graph's is kept (by row's identity), not a chunk's
-            gather = one_hot_matrix(row if count == num_edges else row[part],
-                                    flat_dst.size(0), flat_dst)
+            gather = one_hot_matrix(row[part], flat_dst.size(0), flat_dst)
             torch.addmm(rows, gather, flat_dst, out=rows)
         else:
             rows += torch.index_select(flat_dst, 0, row[part],

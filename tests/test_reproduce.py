@@ -17,7 +17,8 @@ from gnnagg.bench.reproduce import (REPRODUCTIONS, Reproduction,
                                     get_reproduction, reproduce)
 from gnnagg.bench.reproduce.base import Run
 from gnnagg.bench.reproduce.gatv2_lookup import LookupNet
-from gnnagg.bench.reproduce.lcm_second_min import second_minimum_sets
+from gnnagg.bench.reproduce.lcm_second_min import (
+    most_common_label_share, second_minimum_sets)
 from gnnagg.bench.reproduce.pna_molhiv import PNAMolhivNet
 from gnnagg.bench.reproduce.pna_multitask import PNAMultitask, size_batches
 from gnnagg.bench.reproduce.sum_extrapolation import (ExtrapolationNet,
@@ -257,6 +258,18 @@ def test_second_minimum_sets_label_the_second_smallest():
     # small bit widths force repeated values: multiplicity counts
     assert any(len(set((d.x * power).sum(-1).tolist())) < d.num_nodes
                for d in sets)
+
+
+def test_most_common_label_share_is_a_constant_answers_accuracy():
+    sets = second_minimum_sets(300, 3, 2, 5, seed=4)
+    labels = [tuple(d.y.view(-1).tolist()) for d in sets]
+    best = max(sum(label == answer for label in labels)
+               for answer in set(labels)) / len(sets)
+    assert most_common_label_share(sets) == best
+    # large sets of 8-bit values mostly hold two zeros: 0 is their answer
+    large = second_minimum_sets(64, 8, 1024, 1024, seed=5)
+    assert most_common_label_share(large) > 0.75
+    assert sum(d.y.sum() == 0 for d in large) / 64 > 0.75
 
 
 def test_ucf_and_svf_graphs():

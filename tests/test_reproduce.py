@@ -324,6 +324,17 @@ def test_extrapolation_net_is_the_paper_network_on_pyg_simple_conv(
         torch.testing.assert_close(got, want)
 
 
+def test_distinct_rows_rebuild_the_rows_and_match_torch_unique():
+    from gnnagg.bench.reproduce.sum_extrapolation import _distinct_rows
+    torch.manual_seed(0)
+    rows = torch.randint(0, 3, (200, 3)).float()
+    rows[::7, 1] = -0.5  # ties in one column, not in the others
+    distinct, inverse = _distinct_rows(rows)
+    assert torch.equal(distinct[inverse], rows)
+    expected = torch.unique(rows, dim=0)
+    assert torch.equal(distinct, expected)  # sorted, each row once
+
+
 def test_pna_multitask_graphs_have_their_sizes_and_no_isolated_node():
     graphs = pna_multitask_graphs([15, 20], 30, seed=1)
     assert [g.num_nodes for g in graphs] == [15] * 30 + [20] * 30

@@ -57,7 +57,10 @@ class ExtrapolationNet(torch.nn.Module):
     has about 22 edges per node, and gathering the ``E x 256``
     neighbour rows took 60% of a training step. Each layer runs only on
     the nodes that reach a root (:meth:`forward`): an SVF epoch takes a
-    quarter of the time of running both layers on every node."""
+    quarter of the time of running both layers on every node. The first
+    layer's MLP runs once per distinct input row (:func:`_rowwise`): a
+    UCF epoch took 1.7 instead of 3.4 s on one thread, an SVF epoch 4.5
+    instead of 6.2 s."""
 
     def __init__(self, aggregation: str, hidden: int = 256, layers: int = 2):
         super().__init__()
@@ -104,10 +107,40 @@ class ExtrapolationNet(torch.nn.Module):
                                          output_of[target[kept]]]),
                             x.size(0), outputs.numel())
             stats = neighbor_stats(x, csr, self.statistics)
-            x = mlp(torch.cat([x[row_of[outputs]]] +
-                              [stats[s] for s in self.statistics], -1))
+            x = _rowwise(mlp, torch.cat([x[row_of[outputs]]] +
+                                        [stats[s] for s in self.statistics],
+                                        -1))
             row_of = output_of
         return self.out(x[row_of[root]])
+
+
+def _rowwise(mlp: torch.nn.Module, rows: Tensor) -> Tensor:
+    """``mlp(rows)``, row by row the same function, computed once per
+    distinct row where no gradient flows into ``rows`` (the first layer's
+    input, data alone): an SVF graph's ``k`` middle nodes all see
+    ``[1, c]``, so a batch's first layer has about one distinct row per
+    graph, not 50. The outputs and the weights' gradients are the same
+    sums, added in another order."""
+    if rows.requires_grad:
+        return mlp(rows)
+    distinct, inverse = _distinct_rows(rows)
+    return mlp(distinct).index_select(0, inverse)
+
+
+def _distinct_rows(rows: Tensor) -> Tuple[Tensor, Tensor]:
+    """``(distinct, inverse)`` with ``rows == distinct[inverse]``: rows
+    sorted by stable sorts of their columns, last to first, and split
+    where a row differs from the one before (``torch.unique(dim=0)``
+    compares rows one by one: 45 ms on a batch's 5,000 rows of 3)."""
+    order = torch.arange(rows.size(0), device=rows.device)
+    for column in reversed(range(rows.size(1))):
+        order = order[torch.argsort(rows[order, column], stable=True)]
+    ordered = rows[order]
+    starts = torch.ones(rows.size(0), dtype=torch.bool, device=rows.device)
+    starts[1:] = (ordered[1:] != ordered[:-1]).any(1)
+    inverse = torch.empty_like(order)
+    inverse[order] = starts.cumsum(0) - 1
+    return ordered[starts], inverse
 
 
 def grid(low: int, high: int, points: int) -> List[int]:

@@ -304,11 +304,9 @@ def one_hot_matrix(index: Tensor, num_cols: int, like: Tensor) -> Tensor:
     """The ``len(index) x num_cols`` 0/1 CSR matrix with one 1 a row, in
     column ``index[k]`` of row ``k``: its product with ``x`` is
     ``x[index]`` (:func:`selection_matrix`'s dtypes)."""
-    index_dtype = _index_dtype(max(index.numel() + 1, num_cols))
-    rowptr = torch.arange(index.numel() + 1, dtype=index_dtype,
-                          device=index.device)
-    return csr_matrix(rowptr, index.to(index_dtype),
-                      like.new_ones(index.numel()), (index.numel(), num_cols))
+    rowptr = torch.arange(index.numel() + 1, device=index.device,
+                          dtype=_index_dtype(index.numel() + 1))
+    return selection_matrix(rowptr, index, num_cols, like)
 
 
 def _index_dtype(length: int) -> torch.dtype:

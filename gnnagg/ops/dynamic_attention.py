@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .csr import CSRGraph, one_hot_matrix, reduce_rows, selection_matrix
+from .csr import (CSRGraph, one_hot_matrix, reduce_rows, selection_matrix,
+                  sum_by_source)
 from .library import (backward_kernel, call_operator, chunk_length,
                       eager_function, recorded_gradients, records_grad)
 from .scratch import scratch
@@ -171,16 +172,14 @@ def _gatv2_score_grads(grad_scores: Tensor, x_src: Tensor, x_dst: Tensor,
     sum_src = scratch("gatv2-source-sums", (x_src.size(0), width), x_src)
     sum_dst = scratch("gatv2-destination-sums", (x_dst.size(0), width),
                       x_dst)
-    # the segments' and the transpose's selections, where Q comes from
-    # products with them
-    selections = None
+    # the structure whose products give Q (the forward pass kept the one
+    # chunk), else None: index_add_ into zeroed sums
+    products = None
     if activated is not None and rowptr is not None and \
             rowptr_t is not None and slot_t is not None and \
             _use_sparse(activated):
-        num_edges = col.numel()
-        selections = (selection_matrix(rowptr, None, num_edges, x_dst),
-                      selection_matrix(rowptr_t, slot_t, num_edges, x_src))
-    if selections is None:
+        products = (rowptr, rowptr_t, slot_t)
+    else:
         sum_src.zero_()
         sum_dst.zero_()
     edge_features = edge_attr if edge_weight is not None else None
@@ -204,9 +203,11 @@ def _gatv2_score_grads(grad_scores: Tensor, x_src: Tensor, x_dst: Tensor,
             grad_scores[part].unsqueeze(-1).expand(s.shape), s,
             negative_slope, s_is_activated, grad_input=q)
         q = q.view(count, width)
-        if selections is not None:
-            reduce_rows(selections[0], q, "sum", out=sum_dst)
-            reduce_rows(selections[1], q, "sum", out=sum_src)
+        if products is not None:
+            segments_ptr, source_ptr, source_slots = products
+            reduce_rows(selection_matrix(segments_ptr, None, count, q), q,
+                        "sum", out=sum_dst)
+            sum_by_source(q, source_ptr, source_slots, out=sum_src)
         else:
             sum_src.index_add_(0, col[part], q)
             sum_dst.index_add_(0, row[part], q)

@@ -60,11 +60,12 @@ def _stats(reduce: Callable[[Tensor, str], Tensor], x: Tensor,
            moments: Callable[[Tensor, bool], Tuple[Tensor, Tensor]],
            extremes: Optional[Callable[[Tensor], Tuple[Tensor, Tensor]]]
            = None) -> Dict[str, Tensor]:
-    """Combine ``reduce(values, "sum" | "max" | "min")`` into
+    """Combine ``reduce(values, "sum" | "mean" | "max" | "min")`` into
     ``stats``, each reduction done once however many statistics use it:
     ``moments(x, std)`` (the mean and the unfloored variance, or PyG's
     standard deviation with ``std``) where either is asked for,
-    ``degree()`` (messages per destination) where a mean is, and
+    ``degree()`` (messages per destination) where a mean comes from a
+    sum also asked for, and
     ``extremes(x)`` (maximum and minimum together) where given and both
     are asked for."""
     out: Dict[str, Tensor] = {}
@@ -75,11 +76,14 @@ def _stats(reduce: Callable[[Tensor, str], Tensor], x: Tensor,
             out["std"] = floored_std(variance, inplace=False)
     elif "std" in stats:  # its gradient folded into the operator's
         out["mean"], out["std"] = moments(x, True)
-    if "sum" in stats or ("mean" in stats and "mean" not in out):
+    if "sum" in stats:
         out["sum"] = reduce(x, "sum")
     if "mean" in stats and "mean" not in out:
-        out["mean"] = out["sum"] / degree().clamp(min=1).to(x.dtype).view(
-            (-1,) + (1,) * (x.dim() - 1))
+        if "sum" in out:  # the sum's reduction serves both
+            out["mean"] = out["sum"] / degree().clamp(min=1).to(
+                x.dtype).view((-1,) + (1,) * (x.dim() - 1))
+        else:  # one operator, one backward node
+            out["mean"] = reduce(x, "mean")
     if extremes is not None and "max" in stats and "min" in stats:
         out["max"], out["min"] = extremes(x)
     for extreme in ("max", "min"):

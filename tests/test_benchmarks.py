@@ -120,3 +120,55 @@ def test_sorted_speed_cases_hand_the_aggregation_its_ptr(monkeypatch):
     args, kwargs = inputs(graph, torch.device("cpu"))
     build("gnnagg", graph)(*args, **kwargs)
     assert seen == [True]
+
+
+
+def _second_min_checkpoint(path, model):
+    from gnnagg.bench.reproduce.lcm_second_min import (SetNet,
+                                                       make_aggregation)
+    torch.manual_seed(1)
+    net = SetNet(make_aggregation(model, 128, 4))
+    torch.save({"model": net.state_dict(), "loop": {"epoch": 3}}, path)
+    return str(path)
+
+
+def test_lcm_tree_shapes_pads_pygs_lcm_with_zero_leaves(tmp_path):
+    """Padding PyG's LCM to a set's own size (a power of 2) changes nothing;
+    padding further adds tree levels and changes the logits."""
+    import lcm_tree_shapes
+    from torch_geometric.loader import DataLoader
+    from gnnagg.bench.reproduce.lcm_second_min import second_minimum_sets
+    net = lcm_tree_shapes.load_net("lcm-pyg", _second_min_checkpoint(
+        tmp_path / "pyg.pt", "lcm-pyg"))
+    batch = next(iter(DataLoader(second_minimum_sets(8, 8, 16, 16, 5), 8)))
+    with torch.no_grad():
+        own = lcm_tree_shapes.logits(net, batch)
+        torch.testing.assert_close(lcm_tree_shapes.logits(net, batch, 16),
+                                   own)
+        assert not torch.allclose(lcm_tree_shapes.logits(net, batch, 32),
+                                  own)
+
+
+def test_lcm_tree_shapes_tables_pad_only_pygs_lcm(tmp_path):
+    import lcm_tree_shapes
+    paths = {m: _second_min_checkpoint(tmp_path / f"{m}.pt", m)
+             for m in ("lcm-pyg", "lcm")}
+    results = lcm_tree_shapes.main(
+        ["--checkpoint", f"lcm-pyg={paths['lcm-pyg']}", "--checkpoint",
+         f"lcm={paths['lcm']}", "--sizes", "2,16", "--pads", "8,32",
+         "--sets", "16"])
+    pyg, ours = results["lcm-pyg"], results["lcm"]
+    assert [row["size"] for row in pyg] == [2, 16]
+    # padded only where the sets fit, and only PyG's LCM
+    assert pyg[0]["pad 8"] is not None and pyg[1]["pad 8"] is None
+    assert all(0 <= row["pad 32"] <= 1 for row in pyg)
+    assert all(row["pad 8"] is None and row["pad 32"] is None
+               for row in ours)
+
+
+def test_lcm_tree_shapes_refuses_bad_arguments():
+    import lcm_tree_shapes
+    with pytest.raises(SystemExit):
+        lcm_tree_shapes.main(["--checkpoint", "no-equals-sign"])
+    with pytest.raises(SystemExit):
+        lcm_tree_shapes.main(["--checkpoint", "lcm=x.pt", "--sizes", "1"])

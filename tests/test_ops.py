@@ -28,6 +28,31 @@ def test_csr_view_groups_edges_by_destination():
     assert torch.equal(csr.to_edge_order(csr.to_csr_order(values)), values)
 
 
+
+def test_csr_of_edges_sorted_by_destination_skips_the_sort(monkeypatch):
+    """Edges already grouped by destination (ties in any source order)
+    give the view a sort would, without sorting; its columns are its own,
+    not the caller's row."""
+    edge_index = skewed_graph(12)
+    order = torch.argsort(edge_index[1], stable=True)
+    grouped = edge_index[:, order].clone()
+    expected = build_csr(edge_index, 12, 12)  # unsorted: sorted here
+
+    def no_sort(*args, **kwargs):
+        raise AssertionError("sorted edges were sorted again")
+    monkeypatch.setattr(torch, "argsort", no_sort)
+    csr = build_csr(grouped, 12, 12)
+    assert torch.equal(csr.perm, torch.arange(grouped.size(1)))
+    for name in ("rowptr", "col", "row"):
+        assert torch.equal(getattr(csr, name), getattr(expected, name))
+    grouped[0, 0] += 1
+    assert torch.equal(csr.col, expected.col)
+    monkeypatch.undo()
+    # one edge out of order: sorted as before
+    unsorted = grouped.flip(1)
+    assert torch.equal(build_csr(unsorted, 12, 12).row,
+                       torch.sort(unsorted[1]).values)
+
 def test_csr_transpose_groups_by_source():
     edge_index = skewed_graph(12)
     csr = csr_view(edge_index, 12)

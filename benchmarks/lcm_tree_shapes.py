@@ -20,7 +20,7 @@ one shape does.
 from __future__ import annotations
 
 import argparse
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -34,15 +34,17 @@ SIZES = [2, 3, 4, 6, 8, 12, 16, 17, 24, 32, 64]
 PADS = [16, 32, 64]
 
 
-def load_net(model: str, path: str) -> SetNet:
+def load_net(model: str, path: str) -> Tuple[SetNet, int]:
     """The reproduction's network for ``model``, with the weights of the
-    checkpoint at ``path``, in evaluation mode."""
+    checkpoint at ``path``, in evaluation mode, and the checkpoint's
+    epoch."""
+    checkpoint = torch.load(path, weights_only=False)
     protocol = SecondMinimum().protocol(False)
     net = SetNet(make_aggregation(model, protocol["dim"],
                                   protocol["associativity_samples"]),
                  protocol["bits"], protocol["dim"])
-    net.load_state_dict(torch.load(path, weights_only=False)["model"])
-    return net.eval()
+    net.load_state_dict(checkpoint["model"])
+    return net.eval(), checkpoint["loop"]["epoch"]
 
 
 def logits(net: SetNet, batch, pad: Optional[int] = None) -> Tensor:
@@ -120,8 +122,8 @@ def main(argv: Optional[Sequence[str]] = None):
         model, sep, path = spec.partition("=")
         if not sep:
             parser.error(f"--checkpoint takes MODEL=PATH, got {spec!r}")
-        epoch = torch.load(path, weights_only=False)["loop"]["epoch"]
-        results[model] = table(load_net(model, path), sizes, pads,
+        net, epoch = load_net(model, path)
+        results[model] = table(net, sizes, pads,
                                args.sets, paddable=model == "lcm-pyg")
         print(f"{model}, checkpoint of epoch {epoch}, {args.sets} sets per "
               "size:\n")

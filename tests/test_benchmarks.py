@@ -138,8 +138,9 @@ def test_lcm_tree_shapes_pads_pygs_lcm_with_zero_leaves(tmp_path):
     import lcm_tree_shapes
     from torch_geometric.loader import DataLoader
     from gnnagg.bench.reproduce.lcm_second_min import second_minimum_sets
-    net = lcm_tree_shapes.load_net("lcm-pyg", _second_min_checkpoint(
+    net, epoch = lcm_tree_shapes.load_net("lcm-pyg", _second_min_checkpoint(
         tmp_path / "pyg.pt", "lcm-pyg"))
+    assert epoch == 3
     batch = next(iter(DataLoader(second_minimum_sets(8, 8, 16, 16, 5), 8)))
     with torch.no_grad():
         own = lcm_tree_shapes.logits(net, batch)
